@@ -40,7 +40,7 @@ def arm_spec(arm: str, dof: int = 2, height: float = 0.3, height_range: tuple[fl
         names, low, high, units = ["x", "y"], [0.0, 0.0], [BED_SIZE, BED_SIZE], ["m", "m"]
     elif arm == "arm":
         names, units = ["shoulder", "elbow"], ["rad", "rad"]
-        low, high = [math.radians(-30.0), 0.0], [math.radians(210.0), math.radians(165.0)]
+        low, high = [math.radians(-30.0), math.radians(40.0)], [math.radians(115.0), math.radians(165.0)]
     else:
         close = difflib.get_close_matches(arm, ARMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
