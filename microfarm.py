@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_path",
+    "quiet_stderr",
     "next_run_dir",
     "run_command",
     "main",
@@ -185,6 +186,20 @@ def _json_default(o: Any) -> Any:
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)  # type: ignore[arg-type]
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C libraries' own prints: pybullet's banner, FFmpeg's probing noise)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def next_run_dir(command: str, out: str | os.PathLike[str] | None = None, root: str = "runs") -> Path:

@@ -1,0 +1,118 @@
+"""`microfarm segment`: runs on a generated video, a folder and `sim`; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from microfarm import main as microfarm_main
+from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("w") / "seg.safetensors"
+    save_guided_net(GuidedNet(GuidedNetConfig(hidden=8)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def support(tmp_path_factory: pytest.TempPathFactory) -> str:
+    d = tmp_path_factory.mktemp("support")
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, 32:] = (40, 180, 40)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, 32:] = 255
+    cv2.imwrite(str(d / "img.png"), img)
+    cv2.imwrite(str(d / "mask.png"), mask)
+    return f"{d / 'img.png'}:{d / 'mask.png'}"
+
+
+def _run(args: list[str]) -> int:
+    return microfarm_main(["segment", *args])
+
+
+def test_folder_source_writes_masks_and_summary(tmp_path: Path, weights: Path, support: str) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((40, 50, 3), 60 * i, np.uint8))
+    (frames / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="not an image"):
+        assert _run(["--support", support, "--source", str(frames), "--weights", str(weights), "--imgsz", "32",
+                     "--out", str(out), "--save-overlay"]) == 0
+    for i in range(3):
+        m = cv2.imread(str(out / "masks" / f"f{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert m.shape == (40, 50) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
+        assert (out / "overlays" / f"f{i}.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 3 and set(summary["foreground_fraction"]) == {"f0", "f1", "f2"}
+    assert summary["fps"] > 0
+
+
+def test_video_source_with_stride_and_overlay_video(tmp_path: Path, weights: Path, support: str) -> None:
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 30 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    assert _run(["--support", support, "--source", str(video), "--weights", str(weights), "--imgsz", "32",
+                 "--vid-stride", "2", "--save-overlay", "--crf", "dense", "--out", str(out)]) == 0
+    names = sorted(p.name for p in (out / "masks").iterdir())
+    assert names == ["frame_000000.png", "frame_000002.png", "frame_000004.png"]
+    assert cv2.imread(str(out / "masks" / names[0]), cv2.IMREAD_UNCHANGED).shape == (48, 64)
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, support: str) -> None:
+    out = tmp_path / "out"
+    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
+                 "--max-frames", "3", "--crf", "meanfield", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 3 and summary["stopped"] == "--max-frames reached"
+    assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d, s, w: ["--support", f"{d}/missing.png:{d}/mask.png", "--source", "sim"], "does not exist"),
+    (lambda d, s, w: ["--support", f"{d}/img.png", "--source", "sim"], "must be IMG:MASK"),
+    (lambda d, s, w: ["--support", f"{d}/img.png:{d}/small.png", "--source", "sim"], "--resize-masks"),
+    (lambda d, s, w: ["--support", f"{d}/img.png:{d}/empty.png", "--source", "sim"], "mask"),
+    (lambda d, s, w: ["--support", f"{d}/img.png:{d}/junk.png", "--source", "sim"], "cannot read image"),
+    (lambda d, s, w: ["--support", s, "--source", f"{d}/nothing.mp4"], "is not a webcam index, file"),
+    (lambda d, s, w: ["--support", s, "--source", f"{d}/junk.png"], "cannot read image"),
+    (lambda d, s, w: ["--support", s, "--source", f"{d}/broken.mp4"], "cannot open video source"),
+    (lambda d, s, w: ["--support", s, "--source", "7"], "no webcam at index 7"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--crf", "fancy"], "choose one of: none, dense, meanfield"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--weights", f"{d}/none.safetensors"], "no segmenter weights"),
+    (lambda d, s, w: ["--support", s], "--source is required"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support: str, make, message: str) -> None:
+    d = tmp_path
+    cv2.imwrite(str(d / "img.png"), np.zeros((20, 20, 3), np.uint8))
+    cv2.imwrite(str(d / "small.png"), np.full((10, 10), 255, np.uint8))
+    cv2.imwrite(str(d / "empty.png"), np.zeros((20, 20), np.uint8))
+    (d / "junk.png").write_bytes(b"not a png")
+    (d / "broken.mp4").write_bytes(b"not a video")
+    args = make(d, support, weights)
+    if "--weights" not in args:
+        args += ["--weights", str(weights)]
+    out = d / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    proc = subprocess.run([sys.executable, "-m", "microfarm", "segment", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert (out / "keep.txt").read_text() == "earlier result"

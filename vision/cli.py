@@ -1,0 +1,206 @@
+"""`microfarm segment`: few-shot segmentation of a camera feed, video, image, folder, glob, URL or `sim`.
+
+Writes into ``runs/segment/<N>/`` (or ``--out``): ``masks/<stem>.png`` per frame (single-channel uint8,
+0 or 255, the input frame's size; video-like sources use ``frame_<index>``), overlays with
+``--save-overlay`` (``overlays/<stem>.png``, or ``overlay.mp4`` for video-like sources) and
+``summary.json`` (frames, seconds, frames per second, per-frame foreground fraction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from microfarm import UsageError, atomic_path, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
+from vision.sources import Source, open_source, read_image
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
+
+
+@dataclasses.dataclass
+class SegmentConfig:
+    """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
+
+    support: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "IMG:MASK, an example image and its mask (non-zero = the thing to segment)"})
+    source: str | None = dataclasses.field(default=None, metadata={
+        "help": "webcam index, video, image, folder, glob, rtsp/http URL, or 'sim' (required)"})
+    out: Path | None = dataclasses.field(default=None, metadata={"help": "output folder (default runs/segment/<N>)"})
+    crf: Literal["none", "dense", "meanfield"] = dataclasses.field(default="none", metadata={
+        "help": "refinement: none, dense (pydensecrf) or meanfield (exportable torch CRF)"})
+    weights: Path | None = dataclasses.field(default=None, metadata={
+        "help": f"segmenter weights (default: the shipped {DEFAULT_WEIGHTS.name})"})
+    imgsz: int = dataclasses.field(default=256, metadata={"help": "network input side in pixels"})
+    vid_stride: int = dataclasses.field(default=1, metadata={"help": "use every N-th frame of a video or feed"})
+    show: bool = dataclasses.field(default=False, metadata={"help": "show the overlay in a window (q quits)"})
+    save_overlay: bool = dataclasses.field(default=False, metadata={"help": "write overlays (PNG or MP4)"})
+    device: Literal["cpu", "cuda"] = dataclasses.field(default="cpu", metadata={"help": "torch device"})
+    resize_masks: bool = dataclasses.field(default=False, metadata={
+        "help": "resize a support mask whose size differs from its image instead of refusing it"})
+    max_frames: int = dataclasses.field(default=0, metadata={"help": "stop after N frames (0: at the source's end)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "the bed layout of the 'sim' source"})
+
+
+def load_support(specs: list[str], resize_masks: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Parse ``IMG:MASK`` pairs -> RGB images (H,W,3) uint8 and bool masks (H,W); UsageError on bad input."""
+    if not specs:
+        raise UsageError("give at least one --support IMG:MASK (an example image and its mask)")
+    if len(specs) > 5:
+        warnings.warn(f"{len(specs)} support shots given; the model was trained with 1 to 5", stacklevel=2)
+    images, masks = [], []
+    for spec in specs:
+        if ":" not in spec:
+            raise UsageError(f"--support {spec!r} must be IMG:MASK (an image path, a colon, a mask path)")
+        img_path, mask_path = spec.rsplit(":", 1)
+        img, raw = read_image(img_path), read_image(mask_path)
+        mask = raw.any(axis=2)
+        if mask.shape != img.shape[:2]:
+            if not resize_masks:
+                raise UsageError(f"mask {mask_path!r} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                 f"{img.shape[1]}x{img.shape[0]}; fix it or pass --resize-masks")
+            mask = cv2.resize(mask.astype(np.uint8), img.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+        if not mask.any():
+            raise UsageError(f"mask {mask_path!r} is empty; mark the thing to segment with non-zero pixels")
+        if mask.all():
+            warnings.warn(f"mask {mask_path!r} is all foreground: the negative guide has nothing to learn from",
+                          stacklevel=2)
+        images.append(img)
+        masks.append(mask)
+    return images, masks
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 200)) -> np.ndarray:
+    """(H,W,3) uint8 RGB with the 0/255 mask tinted in ``color`` and outlined; returns RGB uint8."""
+    out = rgb.copy()
+    fg = mask > 0
+    out[fg] = (0.55 * out[fg] + 0.45 * np.asarray(color)).astype(np.uint8)
+    contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
+def _png(path: Path, img: np.ndarray) -> None:
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def make_predictor(cfg: SegmentConfig) -> Any:
+    """The torch ``FewShotSegmenter`` for ``cfg``; UsageError if the weights are missing or wrong."""
+    from models.weights import WeightsError
+    from vision.predictor import FewShotSegmenter
+
+    weights = cfg.weights or DEFAULT_WEIGHTS
+    if not Path(weights).is_file():
+        raise UsageError(f"no segmenter weights at {str(weights)!r}; pass --weights or train them with "
+                         "`microfarm train-segmenter` (see README)")
+    try:
+        return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device)
+    except WeightsError as e:
+        raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
+
+
+def segment(cfg: SegmentConfig) -> Path:
+    """Run the segmentation described by ``cfg``; returns the output folder."""
+    if cfg.source is None:
+        raise UsageError("--source is required: a webcam index, video, image, folder, glob, URL or 'sim'")
+    if cfg.max_frames < 0:
+        raise UsageError(f"--max-frames must be >= 0, got {cfg.max_frames}")
+    images, masks = load_support(cfg.support, cfg.resize_masks)
+    predictor = make_predictor(cfg)
+    predictor.set_support(images, masks)
+    source = open_source(cfg.source, cfg.vid_stride, sim_size=cfg.imgsz, seed=cfg.seed)
+    out = next_run_dir("segment", cfg.out)
+    (out / "masks").mkdir(exist_ok=True)
+    try:
+        frames = _loop(cfg, predictor, source, out)
+    finally:
+        source.close()
+    return frames
+
+
+def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path:
+    total = source.length if cfg.max_frames == 0 else min(cfg.max_frames, source.length or cfg.max_frames)
+    bar = tqdm(total=total, desc="segment", unit="frame", disable=total is None)
+    writer, video_tmp = None, None
+    fractions: dict[str, float] = {}
+    seconds, stopped, wall0 = 0.0, "end of source", time.perf_counter()
+    window = "microfarm segment (q quits)"
+    try:
+        for name, frame in source:
+            t0 = time.perf_counter()
+            _, mask = predictor.predict(frame)
+            seconds += time.perf_counter() - t0
+            _png(out / "masks" / f"{name}.png", mask)
+            fractions[name] = round(float((mask > 0).mean()), 5)
+            if cfg.save_overlay or cfg.show:
+                ov = overlay(frame, mask)
+                if cfg.save_overlay and source.is_video:
+                    if writer is None:
+                        video_ctx = atomic_path(out / "overlay.mp4")
+                        video_tmp = video_ctx.__enter__()
+                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 source.fps / max(cfg.vid_stride, 1), ov.shape[1::-1])
+                    writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
+                elif cfg.save_overlay:
+                    _png(out / "overlays" / f"{name}.png", ov)
+                if cfg.show and _show(window, ov):
+                    stopped = "q pressed"
+                    break
+            bar.update()
+            if cfg.max_frames and len(fractions) >= cfg.max_frames:
+                stopped = "--max-frames reached"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted (Ctrl-C)"
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.release()
+            video_ctx.__exit__(None, None, None)
+        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped)
+    return out
+
+
+def _show(window: str, rgb: np.ndarray) -> bool:
+    """Show a frame; True when the user pressed q. UsageError where OpenCV has no GUI (headless build)."""
+    try:
+        cv2.imshow(window, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        return (cv2.waitKey(1) & 0xFF) == ord("q")
+    except cv2.error:
+        raise UsageError("--show needs a display and an OpenCV build with GUI support "
+                         "(pip install opencv-python); use --save-overlay instead") from None
+
+
+def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
+                   seconds: float, stopped: str) -> None:
+    """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone."""
+    n = len(fractions)
+    summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "imgsz": cfg.imgsz,
+               "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
+               "predict_seconds": round(predict_seconds, 4),
+               "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,
+               "stopped": stopped, "foreground_fraction": fractions}
+    atomic_write_json(out / "summary.json", summary)
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_config(SegmentConfig, argv, prog="microfarm segment")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.formatwarning = lambda msg, *a, **k: f"microfarm segment: warning: {msg}\n"  # type: ignore[assignment]
+        out = segment(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"segmented {summary['frames']} frames at {summary['fps']} fps ({summary['stopped']}) -> {out}")
+    return 0
