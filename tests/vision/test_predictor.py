@@ -1,0 +1,90 @@
+"""FewShotSegmenter: shapes and dtypes at the frame's size, input conversions, support handling, CRFs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vision
+from microfarm import UsageError
+from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
+from vision.predictor import FewShotSegmenter, SupportError, to_mask, to_rgb8
+
+
+@pytest.fixture(scope="module")
+def net() -> GuidedNet:
+    torch.manual_seed(0)
+    return GuidedNet(GuidedNetConfig(backbone="compact", hidden=16)).eval()
+
+
+def _pair(h: int = 60, w: int = 80, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 4: h // 2, w // 4: w // 2] = 255
+    return img, mask
+
+
+@pytest.mark.parametrize("crf", ["none", "dense", "meanfield"])
+def test_predict_shapes_and_ranges(net, crf):
+    seg = vision.FewShotSegmenter(net, crf=crf, imgsz=64)
+    seg.set_support(*zip(_pair(), _pair(seed=1), strict=True))
+    assert seg.shots == 2
+    probs, mask = seg.predict(_pair(45, 70, seed=2)[0])
+    assert probs.shape == (45, 70) and probs.dtype == np.float32
+    assert mask.shape == (45, 70) and mask.dtype == np.uint8
+    assert probs.min() >= 0 and probs.max() <= 1 and set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask == 255, probs >= 0.5)
+
+
+def test_add_support_equals_set_support(net):
+    pairs = [_pair(seed=s) for s in range(3)]
+    a = FewShotSegmenter(net, imgsz=64)
+    a.set_support([p[0] for p in pairs], [p[1] for p in pairs])
+    b = FewShotSegmenter(net, imgsz=64)
+    b.set_support([pairs[0][0]], [pairs[0][1]])
+    b.add_support(*pairs[1])
+    b.add_support(*pairs[2])
+    frame = _pair(seed=9)[0]
+    np.testing.assert_allclose(a.predict(frame)[0], b.predict(frame)[0], atol=1e-5)
+    a.set_support([pairs[0][0]], [pairs[0][1]])  # replaces, does not add
+    assert a.shots == 1
+
+
+def test_input_conversions(net):
+    img, mask = _pair()
+    seg = FewShotSegmenter(net, imgsz=64)
+    seg.set_support([img[..., 0]], [np.repeat(mask[..., None], 3, 2)])  # gray image, colour mask
+    rgba = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], 2)
+    for frame in (img, img[..., 0], img[..., :1], rgba, img.astype(np.uint16) * 257):
+        probs, m = seg.predict(frame)
+        assert probs.shape == (60, 80) and m.shape == (60, 80)
+    assert np.array_equal(to_rgb8(img.astype(np.uint16) * 257), img)
+    assert np.array_equal(to_rgb8(rgba), img)
+    assert to_rgb8(img[..., 0]).shape == (60, 80, 3)
+    assert to_mask(np.dstack([mask * 0, mask, mask * 0])).sum() == (mask > 0).sum()
+
+
+def test_bad_support_and_no_support(net):
+    img, mask = _pair()
+    seg = FewShotSegmenter(net, imgsz=64)
+    with pytest.raises(RuntimeError, match="support"):
+        seg.predict(img)
+    with pytest.raises(SupportError, match="empty"):
+        seg.add_support(img, np.zeros_like(mask))
+    with pytest.raises(SupportError, match="differs"):
+        seg.add_support(img, mask[:-1])
+    with pytest.raises(SupportError, match="as many masks"):
+        seg.set_support([img, img], [mask])
+    with pytest.raises(UsageError, match="crf"):
+        FewShotSegmenter(net, crf="fancy")  # type: ignore[arg-type]
+
+
+def test_loads_weights_file(net, tmp_path):
+    path = save_guided_net(net, tmp_path / "seg.safetensors")
+    img, mask = _pair()
+    a, b = FewShotSegmenter(net, imgsz=64), FewShotSegmenter(path, imgsz=64)
+    a.set_support([img], [mask])
+    b.set_support([img], [mask])
+    np.testing.assert_allclose(a.predict(img)[0], b.predict(img)[0], atol=1e-6)

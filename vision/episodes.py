@@ -1,0 +1,178 @@
+"""Segmentation datasets (``microfarm render --task segmentation``, docs/CONTRACTS.md) and few-shot episodes.
+
+An episode: a class (species id) from the allowed folds, K support frames and 1 query frame that each hold
+at least ``min_pixels`` pixels of that class, with binary masks of that class. Sampling is deterministic:
+episode ``i`` of a sampler with seed ``s`` depends on ``(s, i)`` only. Images are (H,W,3) uint8 RGB, masks
+(H,W) uint8 in {0, 1}. ``augment`` (training) applies random scale/crop, rotation, flips, colour jitter,
+blur and noise. Needs numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from microfarm import UsageError
+
+__all__ = ["SegmentationDataset", "Episode", "EpisodeSampler", "augment", "resize_pair"]
+
+
+class SegmentationDataset:
+    """A rendered segmentation dataset: ``index.json`` + ``rgb/``, ``species/``, ``instance/`` PNGs."""
+
+    def __init__(self, root: str | Path, cache: bool = True) -> None:
+        self.root = Path(root)
+        index = self.root / "index.json"
+        if not index.is_file():
+            raise UsageError(f"{str(self.root)!r} is not a dataset: no index.json (render one with "
+                             "`microfarm render --task segmentation`)")
+        meta = json.loads(index.read_text())
+        if meta.get("task") != "segmentation":
+            raise UsageError(f"{str(index)!r} is a {meta.get('task')!r} dataset, expected 'segmentation'")
+        self.meta = meta
+        self.species: list[dict] = list(meta.get("species", []))
+        self.folds: list[list[int]] = [list(map(int, f)) for f in meta.get("folds", [])]
+        self.frames: list[dict] = list(meta["frames"])
+        self.pixels = [{int(k): int(v) for k, v in f.get("species_pixels", {}).items()} for f in self.frames]
+        self._cache: dict[tuple[str, int], np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _read(self, kind: str, i: int) -> np.ndarray:
+        key = (kind, i)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        path = self.root / self.frames[i][kind]
+        flag = cv2.IMREAD_COLOR if kind == "rgb" else cv2.IMREAD_UNCHANGED
+        a = cv2.imread(str(path), flag)
+        if a is None:
+            raise UsageError(f"cannot read {str(path)!r} (dataset {str(self.root)!r} is incomplete)")
+        if kind == "rgb":
+            a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+        if self._cache is not None:
+            self._cache[key] = a
+        return a
+
+    def image(self, i: int) -> np.ndarray:
+        """Frame ``i`` as (H,W,3) uint8 RGB."""
+        return self._read("rgb", i)
+
+    def species_mask(self, i: int) -> np.ndarray:
+        """Frame ``i``'s species map (H,W) uint8: 0 = no plant, k = species id."""
+        return self._read("species", i)
+
+    def class_mask(self, i: int, class_id: int) -> np.ndarray:
+        """(H,W) uint8 in {0, 1}: 1 where frame ``i`` shows species ``class_id``."""
+        return (self.species_mask(i) == class_id).astype(np.uint8)
+
+    def fold_classes(self, folds: Sequence[int]) -> list[int]:
+        """Species ids in the given folds (sorted)."""
+        bad = [f for f in folds if not 0 <= f < len(self.folds)]
+        if bad:
+            raise UsageError(f"fold(s) {bad} do not exist; this dataset has folds 0..{len(self.folds) - 1}")
+        return sorted({c for f in folds for c in self.folds[f]})
+
+    def frames_with(self, class_id: int, min_pixels: int = 1) -> list[int]:
+        """Indices of frames holding at least ``min_pixels`` pixels of ``class_id``."""
+        return [i for i, px in enumerate(self.pixels) if px.get(class_id, 0) >= min_pixels]
+
+
+@dataclass
+class Episode:
+    """One few-shot task. images (H,W,3) uint8 RGB; masks (H,W) uint8 {0,1}; ``frames`` = dataset indices."""
+
+    class_id: int
+    support_images: list[np.ndarray]
+    support_masks: list[np.ndarray]
+    query_image: np.ndarray
+    query_mask: np.ndarray
+    frames: list[int]
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to (size, size): area interpolation for the image, nearest for the mask."""
+    if image.shape[:2] == (size, size):
+        return image, mask
+    return (cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
+            cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+            size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale/crop, rotation, flips, colour jitter, blur, noise -> (size,size,3), (size,size) uint8.
+
+    Geometry is applied to image and mask alike (mask with nearest neighbour); photometric changes to the
+    image only. Everything is drawn from ``rng``.
+    """
+    h, w = mask.shape
+    scale = size / min(h, w) * rng.uniform(0.75, 1.5)
+    angle = rng.uniform(-30, 30) + 90 * int(rng.integers(4))
+    cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    img = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    msk = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    if rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if rng.random() < 0.5:
+        img, msk = img[::-1], msk[::-1]
+    hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180
+    hsv[..., 1] *= rng.uniform(0.7, 1.3)
+    img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    mean = img.mean()
+    img = (img - mean) * rng.uniform(0.75, 1.25) + mean * rng.uniform(0.7, 1.3)
+    img *= rng.uniform(0.9, 1.1, size=3)  # white balance
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.5:
+        img = img + rng.normal(0, rng.uniform(2, 10), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), np.ascontiguousarray(msk)
+
+
+class EpisodeSampler:
+    """Deterministic few-shot episodes from a ``SegmentationDataset``.
+
+    ``shots`` is K, or (kmin, kmax) to draw K per episode. ``size``: output side length (None keeps the
+    dataset's size; ``augment=True`` needs a size). Classes with fewer than K+1 usable frames are skipped.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, folds: Sequence[int], shots: int | tuple[int, int] = 1,
+                 min_pixels: int = 64, seed: int = 0, size: int | None = None, augment: bool = False) -> None:
+        self.dataset = dataset
+        self.kmin, self.kmax = (shots, shots) if isinstance(shots, int) else (int(shots[0]), int(shots[1]))
+        if not 1 <= self.kmin <= self.kmax:
+            raise UsageError(f"shots must be >= 1 (got {shots})")
+        if augment and size is None:
+            raise UsageError("augment=True needs an output size")
+        self.seed, self.size, self.augment = int(seed), size, augment
+        self.min_pixels = int(min_pixels)
+        self.pools = {c: dataset.frames_with(c, self.min_pixels) for c in dataset.fold_classes(folds)}
+        self.classes = [c for c, frames in self.pools.items() if len(frames) >= self.kmax + 1]
+        if not self.classes:
+            raise UsageError(f"no class of folds {list(folds)} has {self.kmax + 1} frames with >= "
+                             f"{self.min_pixels} pixels; render more frames or lower min_pixels")
+
+    def episode(self, index: int) -> Episode:
+        """Episode number ``index`` (the same for the same seed and index)."""
+        rng = np.random.default_rng([self.seed, int(index)])
+        c = self.classes[int(rng.integers(len(self.classes)))]
+        k = int(rng.integers(self.kmin, self.kmax + 1))
+        frames = [int(i) for i in rng.choice(self.pools[c], size=k + 1, replace=False)]
+        pairs = []
+        for i in frames:
+            img, msk = self.dataset.image(i), self.dataset.class_mask(i, c)
+            if self.augment:
+                assert self.size is not None
+                img, msk = augment(img, msk, rng, self.size)
+            elif self.size is not None:
+                img, msk = resize_pair(img, msk, self.size)
+            pairs.append((img, msk))
+        sup = pairs[:k]
+        return Episode(c, [p[0] for p in sup], [p[1] for p in sup], pairs[k][0], pairs[k][1], frames)

@@ -1,0 +1,147 @@
+"""``FewShotSegmenter``: show it one to a few annotated examples once, then segment frame after frame.
+
+Frames and support images are HWC uint8 RGB (H,W,3); gray (H,W) or (H,W,1), RGBA (H,W,4) and 16-bit images
+are converted (``to_rgb8``). A mask is any 8/16-bit image, gray or colour, where non-zero = foreground, of
+its image's size. The network sees ``imgsz x imgsz`` RGB in [0,1] (it applies the ImageNet normalisation
+itself); probabilities are resized back to the frame's own size and optionally refined by a CRF there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from microfarm import UsageError
+from models.guided_net import GuideAccumulator, GuidedNet, load_guided_net
+from vision.densecrf import CRFParams, dense_crf
+
+__all__ = ["FewShotSegmenter", "SupportError", "to_rgb8", "to_mask"]
+
+CRFName = Literal["none", "dense", "meanfield"]
+CRFS: tuple[str, ...] = ("none", "dense", "meanfield")
+
+
+class SupportError(UsageError, ValueError):
+    """A support image or mask that cannot be used (the message says why)."""
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any image -> (H,W,3) uint8 RGB. Gray/(H,W,1) replicated, RGBA drops alpha, uint16 scaled by 1/257,
+    float taken as 0..1, bool as 0/1. Colour input is assumed to be RGB already."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise SupportError(f"expected an image (H,W), (H,W,1), (H,W,3) or (H,W,4), got shape {a.shape}")
+    a = a[..., :3]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        return (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    raise SupportError(f"unsupported image dtype {a.dtype}; use uint8, uint16 or float in [0, 1]")
+
+
+def to_mask(mask: np.ndarray) -> np.ndarray:
+    """Any mask image (gray or colour, any dtype) -> (H,W) bool, True where any channel is non-zero."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = (m[..., :3] != 0).any(axis=2) if m.shape[2] in (3, 4) else (m != 0).any(axis=2)
+    if m.ndim != 2:
+        raise SupportError(f"expected a mask (H,W) or (H,W,C), got shape {np.asarray(mask).shape}")
+    return m != 0
+
+
+class FewShotSegmenter:
+    """Few-shot segmenter over a ``GuidedNet``.
+
+    model: a ``GuidedNet`` or the path of a ``save_guided_net`` safetensors file. crf: "none", "dense"
+    (pydensecrf) or "meanfield" (``models.crf.MeanFieldCRF``). imgsz: the network's input side.
+    The guide is computed once per support shot and kept as a running mean, so ``predict`` only runs the
+    query branch.
+    """
+
+    def __init__(self, model: GuidedNet | str | Path, crf: CRFName = "none", imgsz: int = 256,
+                 device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5) -> None:
+        if crf not in CRFS:
+            raise UsageError(f"unknown crf {crf!r}; choose one of: {', '.join(CRFS)}")
+        if imgsz < 16:
+            raise UsageError(f"imgsz must be at least 16, got {imgsz}")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+        self.device = torch.device(device)
+        if isinstance(model, (str, Path)):
+            model, _ = load_guided_net(model, self.device)
+        self.model = model.to(self.device).eval()
+        self.crf, self.imgsz, self.threshold = crf, int(imgsz), float(threshold)
+        self.crf_params = crf_params or CRFParams()
+        self._meanfield = self.crf_params.meanfield().to(self.device).eval() if crf == "meanfield" else None
+        self._guide = GuideAccumulator()
+
+    @property
+    def shots(self) -> int:
+        """Number of support shots in the current guide."""
+        return self._guide.count
+
+    def _tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H,W,3) uint8 -> [1,3,imgsz,imgsz] float32 in [0,1] on the device."""
+        s = self.imgsz
+        interp = cv2.INTER_AREA if min(rgb.shape[:2]) > s else cv2.INTER_LINEAR
+        x = cv2.resize(rgb, (s, s), interpolation=interp)
+        return torch.from_numpy(x).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+
+    def set_support(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
+        """Replace the support set: K images (H_k,W_k,3) uint8 RGB and K masks (H_k,W_k), non-zero = fg."""
+        if len(images) != len(masks) or not images:
+            raise SupportError(f"need as many masks as images, at least one (got {len(images)} images, "
+                               f"{len(masks)} masks)")
+        self._guide = GuideAccumulator()
+        for img, m in zip(images, masks, strict=True):
+            self.add_support(img, m)
+
+    def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
+        """Add one shot (image (H,W,3) uint8 RGB, mask (H,W) non-zero = fg) to the guide; old shots are kept."""
+        rgb, m = to_rgb8(image), to_mask(mask)
+        if m.shape != rgb.shape[:2]:
+            raise SupportError(f"mask size {m.shape[1]}x{m.shape[0]} differs from its image's "
+                               f"{rgb.shape[1]}x{rgb.shape[0]}")
+        if not m.any():
+            raise SupportError("the mask is empty: mark the thing to segment with non-zero pixels")
+        s = self.imgsz
+        mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
+        with torch.inference_mode():
+            g = self.model.shot_guides(self._tensor(rgb), torch.from_numpy(mt).to(self.device)[None, None])
+        self._guide.add(g)
+
+    def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """frame (H,W,3) uint8 RGB (or gray/RGBA/16-bit) -> (probs (H,W) float32 in [0,1], mask (H,W) uint8 0/255).
+
+        ``probs`` is the foreground probability at the frame's own size, after the CRF if one is set.
+        """
+        rgb = to_rgb8(frame)
+        h, w = rgb.shape[:2]
+        guide = self._guide.value()
+        with torch.inference_mode():
+            p = torch.softmax(self.model.segment(self._tensor(rgb), guide), 1)
+            if self.crf == "meanfield":
+                assert self._meanfield is not None
+                p = torch.nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+                img = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float()
+                fg = self._meanfield(p, img)[0, 1].cpu().numpy()
+            else:
+                fg = cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+                if self.crf == "dense":
+                    fg = np.clip(fg, 0.0, 1.0)
+                    fg = dense_crf(np.stack([1.0 - fg, fg]), rgb, self.crf_params)[1]
+        fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
+        return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)
