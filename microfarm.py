@@ -238,10 +238,19 @@ def run_command(fn: Callable[[list[str]], int | None], argv: Sequence[str], prog
         return 130
 
 
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The subcommands whose module is present in this installation."""
+    import importlib.util
+
+    return {name: entry for name, entry in COMMANDS.items()
+            if importlib.util.find_spec(entry[0].split(":")[0]) is not None}
+
+
 def _usage() -> str:
-    width = max(map(len, COMMANDS))
+    commands = available_commands()
+    width = max(map(len, commands))
     lines = ["usage: microfarm <command> [flags]   (microfarm <command> --help for its flags)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in commands.items()]
     return "\n".join(lines)
 
 
@@ -251,13 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+    commands = available_commands()
+    if name not in commands:
+        close = difflib.get_close_matches(name, list(commands), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        print(f"microfarm: error: unknown command {name!r}{hint} (choose from: {', '.join(COMMANDS)})",
+        print(f"microfarm: error: unknown command {name!r}{hint} (choose from: {', '.join(commands)})",
               file=sys.stderr)
         return 2
-    module, func = COMMANDS[name][0].split(":")
+    module, func = commands[name][0].split(":")
     fn = getattr(importlib.import_module(module), func)
     return run_command(fn, rest, prog=f"microfarm {name}")
 
