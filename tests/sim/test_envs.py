@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -13,22 +15,43 @@ from gymnasium.utils.passive_env_checker import env_render_passive_checker
 
 import sim
 from sim.arms import camera_xy
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("env_id", sorted(sim.ENV_IDS.values()))
 def test_check_env_passes_without_warnings(env_id: str) -> None:
-    """check_env on the rgb_array env; its render check recreates the env in every render mode, and
-    "human" (the PyBullet GUI) needs a display, so that part runs only where one is available."""
+    """check_env on the rgb_array env, render check included (rgb_array here; human below)."""
     env = gym.make(env_id, size=32, render_mode="rgb_array")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_env(env.unwrapped, skip_render_check=not os.environ.get("DISPLAY"))
+        check_env(env.unwrapped, skip_render_check=True)
+        env.reset(seed=0)
         env_render_passive_checker(env.unwrapped)
     assert [str(w.message) for w in caught] == []
-    env.reset(seed=0)
     image = env.render()
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     env.close()
+
+
+CHECK_ALL_RENDER_MODES = """
+import sys, warnings, gymnasium as gym, sim
+from gymnasium.utils.env_checker import check_env
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    check_env(gym.make(sys.argv[1], size=32, render_mode="rgb_array").unwrapped)
+assert not caught, [str(w.message) for w in caught]
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="the PyBullet GUI (render_mode='human') needs a display")
+@pytest.mark.parametrize("env_id", sorted(sim.ENV_IDS.values()))
+def test_check_env_with_every_render_mode(env_id: str) -> None:
+    """check_env recreates the env in every render mode, the GUI included: in a subprocess, so the GUI's
+    OpenGL threads never share a process with the rest of the suite."""
+    proc = subprocess.run([sys.executable, "-c", CHECK_ALL_RENDER_MODES, env_id], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
 def test_human_mode_without_display_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:

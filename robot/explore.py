@@ -1,0 +1,280 @@
+"""The curiosity loop of Schillaci et al. 2020 over the ``Robot`` interface: ``run(ExploreConfig) -> run dir``.
+
+Each iteration: pick a goal (interest), command = inverse(goal) + N(0, noise) (or a uniform random command:
+with probability ``random_prob``, while the memory fills, and always with ``--goals random``), move, encode
+what the camera saw (the frozen autoencoder), offer the sample(s) to the episodic memory, fit forward and
+inverse models on memory + the last ``recent`` samples, then update the goal's interest with the prediction
+error PE = ||goal - forward(command)||.
+
+Metrics (``metrics.csv``, every ``log_every`` iterations): forward / inverse MSE on a fixed held-out test set
+(``test_size`` positions drawn with ``test_seed``, the same for every run), the convex-hull area (volume for
+D > 2) of the explored positions, goal, each goal's interest, memory stats, and forgetting.
+
+Forgetting: the motor square is cut into 4 regions (quadrants of the first two axes). A region is *left*
+when no sample has fallen in it for ``forget_window`` iterations. For a left region, forgetting = its test
+positions' forward MSE now minus that MSE at the last log while it was still visited; ``forgetting`` in the
+CSV is the mean over left regions (0 if none), ``regions_left`` their number, ``fwd_mse_r0..r3`` the
+per-region errors. The summary reports the mean and max of forgetting over the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from microfarm import UsageError, next_run_dir
+from models.autoencoder import AutoencoderConfig, ConvAutoencoder
+from models.weights import WeightsError, load_into, read_metadata
+from robot.base import Robot
+from robot.explore_state import Tracker, load_checkpoint, save_checkpoint
+from robot.goals import make_goals
+from robot.interest import make_interest
+from robot.memory import EpisodicMemory
+from robot.online import OnlineModels, TrainingDivergedError
+
+__all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
+
+
+def _f(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class ExploreConfig:
+    """Curiosity-driven exploration (Schillaci et al. 2020); defaults are the paper preset on the gantry."""
+
+    arm: Literal["gantry", "arm"] = _f("gantry", "camera arm")
+    steps: int = _f(5000, "iterations (moves)")
+    seed: int = _f(0, "seed of every random choice of the run")
+    goals: Literal["som", "kmeans", "dataset", "random"] = _f("som", "goal source; random = random commands")
+    n_goals: int = _f(9, "number of goals (som: a rows x cols grid, 9 = 3x3)")
+    interest: Literal["lp", "slope", "random"] = _f("lp", "interest: learning progress, PE slope, or none")
+    selection: Literal["greedy", "softmax"] = _f("greedy", "goal choice: argmax w.p. --greedy-prob, or softmax")
+    greedy_prob: float = _f(0.85, "probability of taking the most interesting goal")
+    temperature: float = _f(0.1, "softmax temperature")
+    lp_decay: float = _f(0.9, "interest decay per update")
+    lp_floor: float = _f(0.01, "interest below this becomes 0")
+    slope_window: int = _f(10, "PEs per goal in the slope window")
+    memory_size: int = _f(320, "episodic memory capacity (0 = none)")
+    memory_prob: float = _f(0.1, "probability that a new sample replaces one once the memory is full")
+    memory_policy: Literal["random", "lowest_lp", "highest_lp", "reservoir"] = _f("random", "replacement")
+    noise: float = _f(0.02, "std of the Gaussian noise added to inverse(goal), normalised units")
+    random_prob: float = _f(0.3, "fraction of uniformly random commands")
+    recent: int = _f(16, "last samples added to every fit")
+    epochs: int = _f(2, "epochs per online fit")
+    batch_size: int = _f(16, "batch size of the online fit")
+    lr: float = _f(0.0014, "SGD learning rate")
+    momentum: float = _f(0.8, "SGD (Nesterov) momentum")
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [320, 320],
+                                          metadata={"help": "hidden layer sizes of both MLPs"})
+    test_size: int = _f(64, "held-out test positions (>= 50)")
+    test_seed: int = _f(1234, "seed of the test positions (shared by all runs)")
+    goal_samples: int = _f(200, "random views whose codes the goals are built from (without --dataset)")
+    dataset: Path | None = _f(None, "features dataset (microfarm render --task features) for the goals")
+    encoder: Path | None = _f(None, "encoder weights (default models/weights/encoder_<arm>.safetensors)")
+    path_frames: bool = _f(False, "also learn from the frames along each move's path")
+    forget_window: int = _f(200, "iterations without a visit after which a region counts as left")
+    log_every: int = _f(1, "log metrics every k iterations")
+    checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
+    threads: int = _f(2, "torch threads")
+    robot: str = _f("sim", "robot name in robot.registry")
+    out: Path | None = _f(None, "output folder (default runs/explore/<N>)")
+    resume: Path | None = _f(None, "continue the run in this folder from its checkpoint")
+    export: bool = _f(True, "write export/ (ONNX models + manifest.json) at the end")
+    plots: bool = _f(True, "write plots/ at the end")
+    progress: bool = _f(True, "show a progress bar")
+    gui: bool = _f(False, "PyBullet GUI (needs a display)")
+
+
+def default_encoder_path(arm: str) -> Path:
+    return WEIGHTS_DIR / f"encoder_{arm}.safetensors"
+
+
+def load_encoder(path: Path, arm: str = "gantry") -> ConvAutoencoder:
+    """The autoencoder saved at ``path`` (config from its metadata); a clear ``UsageError`` if unusable."""
+    how = (f"produce it with `microfarm render --task features --arm {arm} --n 2000 --out data/features_{arm}` "
+           f"then `microfarm train-encoder --data data/features_{arm} --weights {path}`, or pass --encoder FILE")
+    if not Path(path).is_file():
+        raise UsageError(f"no encoder weights at {str(path)!r}; {how}")
+    try:
+        cfg = AutoencoderConfig.from_dict(read_metadata(path)["config"])
+        ae = ConvAutoencoder(cfg)
+        load_into(ae, path, kind="autoencoder")
+    except (WeightsError, KeyError, ValueError) as e:
+        raise UsageError(f"encoder weights {str(path)!r} are unusable ({e}); {how}") from None
+    return ae.eval()
+
+
+def _validate(cfg: ExploreConfig) -> None:
+    checks = [(cfg.steps >= 1, "--steps must be >= 1"), (cfg.n_goals >= 1, "--n-goals must be >= 1"),
+              (cfg.test_size >= 50, "--test-size must be >= 50"), (cfg.memory_size >= 0, "--memory-size >= 0"),
+              (0 <= cfg.memory_prob <= 1, "--memory-prob must be in [0, 1]"),
+              (0 <= cfg.random_prob <= 1, "--random-prob must be in [0, 1]"),
+              (cfg.batch_size >= 1 and cfg.epochs >= 1, "--batch-size and --epochs must be >= 1"),
+              (cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "--log-every/--checkpoint-every >= 1"),
+              (bool(cfg.hidden), "--hidden needs at least one layer")]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+
+
+class _Interrupt:
+    """Ctrl-C sets a flag; the loop checkpoints at the end of the iteration, then stops. Twice: stop now."""
+
+    def __init__(self) -> None:
+        self.flag, self.old = False, None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _observe(robot: Robot, motors: np.ndarray) -> np.ndarray:
+    """Images (N, H, W, 3) uint8 seen at each normalised position of ``motors`` (N, D)."""
+    return np.stack([(robot.send_action(m), robot.get_observation()["image"])[1] for m in motors])
+
+
+def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
+    """Run (or resume) an exploration; returns the run folder. ``robot``: a connected or unconnected Robot
+    (default ``make_robot(cfg.robot, arm=cfg.arm, ...)``)."""
+    _validate(cfg)
+    resume = cfg.resume
+    ckpt = load_checkpoint(Path(resume)) if resume is not None else None
+    out = Path(resume) if resume is not None else next_run_dir("explore", cfg.out)
+    torch.set_num_threads(max(1, cfg.threads))
+    ae = load_encoder(Path(cfg.encoder) if cfg.encoder else default_encoder_path(cfg.arm), cfg.arm)
+    if robot is None:
+        from robot.registry import make_robot
+
+        robot = make_robot(cfg.robot, arm=cfg.arm, size=ae.cfg.size, seed=cfg.seed, path_frames=cfg.path_frames,
+                           gui=cfg.gui)
+    robot.connect()
+    try:
+        return _run(cfg, robot, ae, out, ckpt)
+    finally:
+        robot.disconnect()
+
+
+def _setup(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path) -> dict[str, Any]:
+    """Fresh state: test set, goals, models, memory, interest (all seeded)."""
+    D = robot.action_dim
+    lo, hi = robot.action_low, robot.action_high
+    test_motor = np.random.default_rng(cfg.test_seed).uniform(lo, hi, (cfg.test_size, D)).astype(np.float32)
+    test_code = ae.encode_images(_observe(robot, test_motor))
+    if cfg.dataset is not None:
+        path = Path(cfg.dataset) / "features.npz"
+        if not path.is_file():
+            raise UsageError(f"no features dataset at {str(cfg.dataset)!r} (missing features.npz); "
+                             f"render one with `microfarm render --task features --arm {cfg.arm} --out DIR`")
+        goal_codes = ae.encode_images(np.load(path)["images"])
+    else:
+        views = np.random.default_rng(cfg.seed + 1).uniform(lo, hi, (cfg.goal_samples, D)).astype(np.float32)
+        goal_codes = ae.encode_images(_observe(robot, views))
+    goals = make_goals(cfg.goals, goal_codes, cfg.n_goals, seed=cfg.seed)
+    robot.send_action(np.full(D, 0.5, np.float32).clip(lo, hi))  # every run starts in the middle
+    return {"test_motor": test_motor, "test_code": test_code, "goals": goals, "iteration": 0, "elapsed": 0.0,
+            "rng": np.random.default_rng(cfg.seed).bit_generator.state}
+
+
+def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt: dict[str, Any] | None) -> Path:
+    D, C = robot.action_dim, ae.cfg.code_size
+    lo, hi = robot.action_low, robot.action_high
+    models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=cfg.seed)
+    memory = EpisodicMemory(cfg.memory_size, cfg.memory_prob, cfg.memory_policy, D, C)
+    interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,
+                             temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
+                             window=cfg.slope_window)
+    st = _setup(cfg, robot, ae, out) if ckpt is None else ckpt["state"]
+    tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window)
+    recent_m, recent_c = np.zeros((0, D), np.float32), np.zeros((0, C), np.float32)
+    if ckpt is not None:
+        models.load_state_dict(ckpt["models"])
+        memory.load_state_dict(ckpt["memory"])
+        interest.load_state_dict(ckpt["interest"])
+        tracker.load_state_dict(ckpt["tracker"])
+        recent_m, recent_c = ckpt["recent_motor"], ckpt["recent_code"]
+        robot.send_action(ckpt["position"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = st["rng"]
+    goals, start, t0 = st["goals"], int(st["iteration"]), time.perf_counter() - float(st["elapsed"])
+    tracker.open_csv(out / "metrics.csv", keep_until=start)
+    position = robot.get_observation()["motor"]
+
+    def snapshot(t: int) -> dict[str, Any]:
+        return {"state": {**st, "iteration": t, "elapsed": time.perf_counter() - t0, "rng": rng.bit_generator.state},
+                "models": models.state_dict(), "memory": memory.state_dict(), "interest": interest.state_dict(),
+                "tracker": tracker.state_dict(), "recent_motor": recent_m, "recent_code": recent_c,
+                "position": position, "config": dataclasses.asdict(cfg)}
+
+    bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, disable=not cfg.progress,
+               desc="explore", unit="it", dynamic_ncols=True)
+    with _Interrupt() as stop:
+        for t in bar:
+            goal = interest.select(rng)
+            random_cmd = cfg.goals == "random" or not memory.full or rng.random() < cfg.random_prob
+            if random_cmd:
+                cmd = rng.uniform(lo, hi).astype(np.float32)
+            else:
+                cmd = models.predict_motor(goals[goal])[0] + rng.normal(0.0, cfg.noise, D)
+                cmd = np.clip(cmd, lo, hi).astype(np.float32)
+            sent = robot.send_action(cmd)
+            obs = list(getattr(robot, "path_observations", None) or []) if cfg.path_frames else []
+            obs = obs or [robot.get_observation()]
+            motors = np.stack([o["motor"] for o in obs]).astype(np.float32)
+            codes = ae.encode_images(np.stack([o["image"] for o in obs]))
+            position = motors[-1]
+            lp = float(interest.values[goal])
+            for m, c in zip(motors, codes, strict=True):
+                memory.offer(m, c, rng, lp=lp, step=t)
+            recent_m = np.concatenate([recent_m, motors])[-cfg.recent:] if cfg.recent else recent_m[:0]
+            recent_c = np.concatenate([recent_c, codes])[-cfg.recent:] if cfg.recent else recent_c[:0]
+            mem_m, mem_c = memory.data()
+            try:
+                losses = models.fit(np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c]), rng,
+                                    cfg.epochs, cfg.batch_size)
+            except TrainingDivergedError as e:
+                good = out / "checkpoint"
+                keep = f"the last good checkpoint is {str(good)!r}" if good.exists() else "no checkpoint was written"
+                raise TrainingDivergedError(f"iteration {t}: {e}; stopped, {keep}") from None
+            pe = float(np.linalg.norm(goals[goal] - models.predict_code(sent)[0]))
+            interest.update(goal, pe)
+            tracker.add_positions(motors, t)
+            if t % cfg.log_every == 0 or t == cfg.steps:
+                row = tracker.log(t, models.test_errors(st["test_motor"], st["test_code"]), goal, random_cmd,
+                                  interest.values, losses, memory.stats(t), time.perf_counter() - t0)
+                bar.set_postfix(fwd=f"{row['fwd_mse']:.3g}", inv=f"{row['inv_mse']:.3g}", refresh=False)
+            if t % cfg.checkpoint_every == 0 or stop.flag:
+                save_checkpoint(out / "checkpoint", snapshot(t))
+            if stop.flag:
+                bar.close()
+                tracker.close()
+                print(f"interrupted at iteration {t}; resume with --resume {out}")
+                raise KeyboardInterrupt
+    bar.close()
+    tracker.close()
+    wall = time.perf_counter() - t0
+    save_checkpoint(out / "checkpoint", snapshot(cfg.steps))
+    from robot.plots import finish_run
+
+    finish_run(out, cfg, robot, ae, models, st, tracker, wall)
+    return out

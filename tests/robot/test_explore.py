@@ -1,0 +1,97 @@
+"""The exploration loop on a fake robot: outputs, resume == uninterrupted, NaN handling, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_camera_robot import FakeCameraRobot, tiny_encoder
+
+from microfarm import UsageError
+from robot.explore import ExploreConfig, run
+from robot.explore_state import load_checkpoint
+from robot.online import OnlineModels, TrainingDivergedError
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP_MOVES = 50 + 30 + 1  # test positions + goal views + move to the centre
+
+
+def _cfg(tmp_path: Path, out: str, **kw: object) -> ExploreConfig:
+    base = dict(steps=40, memory_size=12, hidden=[24, 24], test_size=50, goal_samples=30, n_goals=4,
+                encoder=tiny_encoder(tmp_path / "enc.safetensors"), out=tmp_path / out, checkpoint_every=10,
+                export=False, plots=False, progress=False, threads=1, lr=0.05, forget_window=5)
+    base.update(kw)
+    return ExploreConfig(**base)  # type: ignore[arg-type]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader(f)]
+
+
+def test_short_run_writes_everything(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "run", steps=30, export=True, plots=True, path_frames=True)
+    out = run(cfg, robot=FakeCameraRobot(path_frames=True))
+    rows = _rows(out)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
+    assert float(rows[-1]["area"]) > 0.1
+    assert {"lp_0", "lp_3", "forgetting", "regions_left", "fwd_mse_r0", "mem_size"} <= set(rows[0])
+    assert int(rows[-1]["mem_size"]) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 30 and np.isfinite(summary["final"]["fwd_mse"])
+    for name in ("mse", "interest", "explored", "goals"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"encoder", "forward", "inverse"}
+    assert manifest["models"]["encoder"]["preprocess"]["color"] == "gray"
+    assert manifest["motor"]["low"] == [0.0, 0.0]
+    assert (out / "checkpoint" / "state.safetensors").is_file()
+
+
+def test_resume_after_ctrl_c_equals_uninterrupted(tmp_path: Path) -> None:
+    full = run(_cfg(tmp_path, "full"), robot=FakeCameraRobot())
+    cut = _cfg(tmp_path, "cut")
+    with pytest.raises(KeyboardInterrupt):
+        run(cut, robot=FakeCameraRobot(interrupt_at=SETUP_MOVES + 23))
+    assert int(load_checkpoint(tmp_path / "cut")["state"]["iteration"]) == 23
+    run(_cfg(tmp_path, "ignored", resume=tmp_path / "cut"), robot=FakeCameraRobot())
+    assert _rows(tmp_path / "cut") == _rows(full)
+    assert len(_rows(full)) == 40
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fit, calls = OnlineModels.fit, {"n": 0}
+
+    def poisoned(self: OnlineModels, *a: object, **k: object) -> tuple[float, float]:
+        calls["n"] += 1
+        if calls["n"] == 26:
+            self.weights[1][0, 0, 0] = float("nan")
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(OnlineModels, "fit", poisoned)
+    with pytest.raises(TrainingDivergedError, match="iteration 26.*last good checkpoint"):
+        run(_cfg(tmp_path, "nan"), robot=FakeCameraRobot())
+    state = load_checkpoint(tmp_path / "nan")
+    assert int(state["state"]["iteration"]) == 20
+    assert all(np.isfinite(v).all() for v in state["models"].values())
+    assert not (tmp_path / "nan" / "summary.json").exists()
+
+
+def test_missing_encoder_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="train-encoder"):
+        run(_cfg(tmp_path, "x", encoder=tmp_path / "nope.safetensors"), robot=FakeCameraRobot())
+
+
+@pytest.mark.parametrize("args,needle", [(["--memory-sise", "3"], "--memory-size"),
+                                         (["--goals", "soom"], "som"), (["--steps", "many"], "--steps")])
+def test_bad_flags_exit_2_with_one_line(args: list[str], needle: str) -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
