@@ -43,6 +43,9 @@ from robot.online import OnlineModels, TrainingDivergedError
 __all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
+# images per encoder batch: the paper encoder's first conv output is 4 MB per 64x64 image, so a batch of 256
+# peaked at ~2.2 GB RSS; 32 keeps the run under ~1 GB at the same speed
+ENCODE_BATCH = 32
 
 
 def _f(default: Any, help: str) -> Any:
@@ -81,7 +84,7 @@ class ExploreConfig:
     test_seed: int = _f(1234, "seed of the test positions (shared by all runs)")
     goal_samples: int = _f(200, "random views whose codes the goals are built from (without --dataset)")
     dataset: Path | None = _f(None, "features dataset (microfarm render --task features) for the goals")
-    encoder: Path | None = _f(None, "encoder weights (default models/weights/encoder_<arm>.safetensors)")
+    encoder: Path | None = _f(None, "encoder weights (default models/weights/encoder.safetensors)")
     path_frames: bool = _f(False, "also learn from the frames along each move's path")
     forget_window: int = _f(200, "iterations without a visit after which a region counts as left")
     log_every: int = _f(1, "log metrics every k iterations")
@@ -97,13 +100,15 @@ class ExploreConfig:
 
 
 def default_encoder_path(arm: str) -> Path:
-    return WEIGHTS_DIR / f"encoder_{arm}.safetensors"
+    """The shipped encoder: one autoencoder trained on views of the default bed from both arms."""
+    return WEIGHTS_DIR / "encoder.safetensors"
 
 
 def load_encoder(path: Path, arm: str = "gantry") -> ConvAutoencoder:
     """The autoencoder saved at ``path`` (config from its metadata); a clear ``UsageError`` if unusable."""
-    how = (f"produce it with `microfarm render --task features --arm {arm} --n 2000 --out data/features_{arm}` "
-           f"then `microfarm train-encoder --data data/features_{arm} --weights {path}`, or pass --encoder FILE")
+    how = (f"produce it with `microfarm render --task features --arm {arm} --n 1000 --out data/features_{arm}` "
+           f"then `microfarm train-encoder --data data/features_{arm} --weights {path}` (see README), "
+           "or pass --encoder FILE")
     if not Path(path).is_file():
         raise UsageError(f"no encoder weights at {str(path)!r}; {how}")
     try:
@@ -180,16 +185,16 @@ def _setup(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path) -> 
     D = robot.action_dim
     lo, hi = robot.action_low, robot.action_high
     test_motor = np.random.default_rng(cfg.test_seed).uniform(lo, hi, (cfg.test_size, D)).astype(np.float32)
-    test_code = ae.encode_images(_observe(robot, test_motor))
+    test_code = ae.encode_images(_observe(robot, test_motor), ENCODE_BATCH)
     if cfg.dataset is not None:
         path = Path(cfg.dataset) / "features.npz"
         if not path.is_file():
             raise UsageError(f"no features dataset at {str(cfg.dataset)!r} (missing features.npz); "
                              f"render one with `microfarm render --task features --arm {cfg.arm} --out DIR`")
-        goal_codes = ae.encode_images(np.load(path)["images"])
+        goal_codes = ae.encode_images(np.load(path)["images"], ENCODE_BATCH)
     else:
         views = np.random.default_rng(cfg.seed + 1).uniform(lo, hi, (cfg.goal_samples, D)).astype(np.float32)
-        goal_codes = ae.encode_images(_observe(robot, views))
+        goal_codes = ae.encode_images(_observe(robot, views), ENCODE_BATCH)
     goals = make_goals(cfg.goals, goal_codes, cfg.n_goals, seed=cfg.seed)
     robot.send_action(np.full(D, 0.5, np.float32).clip(lo, hi))  # every run starts in the middle
     return {"test_motor": test_motor, "test_code": test_code, "goals": goals, "iteration": 0, "elapsed": 0.0,

@@ -6,7 +6,7 @@ Reads ``DIR/features.npz`` (``images`` (N,H,W,3) uint8, written by ``microfarm r
 trains with Adam and MSE (the paper: 50 epochs, batch 16), holds out ``--val-fraction`` for a validation
 curve, and writes into the run folder ``encoder.safetensors`` (config in its metadata), ``loss.png``,
 ``reconstructions.png`` (inputs above their reconstructions) and ``summary.json``; ``--weights FILE`` also
-writes the weights there (e.g. ``models/weights/encoder_gantry.safetensors``, the default of the arm).
+writes the weights there (e.g. ``models/weights/encoder.safetensors``, the default of both arms).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from microfarm import UsageError, atomic_write_json, next_run_dir, parse_config
+from microfarm import UsageError, atomic_path, atomic_write_json, next_run_dir, parse_config
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder, preprocess
 from models.weights import save_weights
 
@@ -36,9 +36,10 @@ def _f(default: object, help: str) -> object:
 class TrainEncoderConfig:
     """Train the convolutional autoencoder on a features dataset."""
 
-    data: Path | None = _f(None, "features dataset folder (microfarm render --task features)")
+    data: list[Path] = dataclasses.field(default_factory=list, metadata={
+        "help": "features dataset folder (microfarm render --task features); several are concatenated"})
     out: Path | None = _f(None, "run folder (default runs/train-encoder/<N>)")
-    weights: Path | None = _f(None, "also write the weights here (e.g. models/weights/encoder_gantry.safetensors)")
+    weights: Path | None = _f(None, "also write the weights here (e.g. models/weights/encoder.safetensors)")
     epochs: int = _f(50, "epochs")
     batch_size: int = _f(16, "batch size")
     lr: float = _f(1e-3, "Adam learning rate")
@@ -63,7 +64,7 @@ def _load(data: Path) -> np.ndarray:
 
 def train_encoder(cfg: TrainEncoderConfig) -> Path:
     """Train and write the outputs (see module doc); returns the run folder."""
-    if cfg.data is None:
+    if not cfg.data:
         raise UsageError("--data DIR is required (a features dataset)")
     if cfg.epochs < 1 or cfg.batch_size < 1 or not 0 <= cfg.val_fraction < 1:
         raise UsageError("--epochs and --batch-size must be >= 1 and --val-fraction in [0, 1)")
@@ -71,7 +72,7 @@ def train_encoder(cfg: TrainEncoderConfig) -> Path:
         ae_cfg = AutoencoderConfig(cfg.size, cfg.color, tuple(cfg.channels), cfg.code_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    images = _load(cfg.data)
+    images = np.concatenate([_load(d) for d in cfg.data])
     out = next_run_dir("train-encoder", cfg.out)
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
@@ -104,10 +105,12 @@ def train_encoder(cfg: TrainEncoderConfig) -> Path:
     if not np.isfinite(hist["train"][-1]):
         raise RuntimeError(f"autoencoder training diverged (loss {hist['train'][-1]}); lower --lr")
     path = save_weights(out / "encoder.safetensors", ae, ae_cfg.to_dict(), kind="autoencoder",
-                        extra={"data": str(cfg.data), "epochs": cfg.epochs, "final_loss": hist["train"][-1]})
+                        extra={"data": [str(d) for d in cfg.data], "epochs": cfg.epochs,
+                               "final_loss": hist["train"][-1]})
     if cfg.weights is not None:
         Path(cfg.weights).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, cfg.weights)
+        with atomic_path(cfg.weights) as tmp:
+            shutil.copyfile(path, tmp)
     _plots(out, ae, xv if n_val else xt, hist)
     atomic_write_json(out / "summary.json", {"config": dataclasses.asdict(cfg), "n_train": len(xt), "n_val": n_val,
                                              "loss": hist, "wall_time_s": round(time.perf_counter() - t0, 2)})
