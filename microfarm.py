@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-segmenter": ("vision.evaluate:cli", "evaluate the segmenter on held-out folds (mIoU, FB-IoU)"),
     "segment": ("vision.cli:cli", "few-shot segmentation of a camera feed, video, image folder or `sim`"),
     "export": ("models.export_cli:cli", "export every model (and the CRF) to an ONNX bundle"),
-    "deploy": ("models.deploy:cli", "run an ONNX bundle on a robot without PyTorch"),
+    "deploy": ("robot.deploy:cli", "run an ONNX bundle on a robot without PyTorch"),
 }
 
 
@@ -149,6 +149,10 @@ def parse_config(cls: type[C], argv: Sequence[str] | None, prog: str = "microfar
     return cls(**values)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it is renamed over ``path``, on error removed."""
@@ -158,6 +162,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -238,12 +243,21 @@ def run_command(fn: Callable[[list[str]], int | None], argv: Sequence[str], prog
         return 130
 
 
-def available_commands() -> dict[str, tuple[str, str]]:
-    """The subcommands whose module is present in this installation."""
+def _module_present(module: str) -> bool:
+    """Whether ``package.module`` exists, without importing the package (sim's import loads pybullet)."""
     import importlib.util
 
-    return {name: entry for name, entry in COMMANDS.items()
-            if importlib.util.find_spec(entry[0].split(":")[0]) is not None}
+    top, _, sub = module.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not sub:
+        return spec is not None
+    return any((Path(loc) / (sub.replace(".", "/") + ".py")).is_file()
+               for loc in spec.submodule_search_locations or [])
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The subcommands whose module is present in this installation."""
+    return {name: entry for name, entry in COMMANDS.items() if _module_present(entry[0].split(":")[0])}
 
 
 def _usage() -> str:

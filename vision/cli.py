@@ -43,6 +43,10 @@ class SegmentConfig:
     show: bool = dataclasses.field(default=False, metadata={"help": "show the overlay in a window (q quits)"})
     save_overlay: bool = dataclasses.field(default=False, metadata={"help": "write overlays (PNG or MP4)"})
     device: Literal["cpu", "cuda"] = dataclasses.field(default="cpu", metadata={"help": "torch device"})
+    backend: Literal["torch", "onnx"] = dataclasses.field(default="torch", metadata={
+        "help": "torch (the weights) or onnx (an exported --bundle, run by ONNX Runtime)"})
+    bundle: Path | None = dataclasses.field(default=None, metadata={
+        "help": "ONNX bundle folder from `microfarm export` (with --backend onnx)"})
     resize_masks: bool = dataclasses.field(default=False, metadata={
         "help": "resize a support mask whose size differs from its image instead of refusing it"})
     max_frames: int = dataclasses.field(default=0, metadata={"help": "stop after N frames (0: at the source's end)"})
@@ -97,7 +101,22 @@ def _png(path: Path, img: np.ndarray) -> None:
 
 
 def make_predictor(cfg: SegmentConfig) -> Any:
-    """The torch ``FewShotSegmenter`` for ``cfg``; UsageError if the weights are missing or wrong."""
+    """The ``FewShotSegmenter`` (torch) or ``OnnxSegmenter`` (``--backend onnx``) for ``cfg``; UsageError if the
+    weights or the bundle are missing or wrong."""
+    if cfg.backend == "onnx":
+        from models.runtime import BundleError, OnnxSegmenter
+
+        if cfg.bundle is None:
+            raise UsageError("--backend onnx needs --bundle DIR (a folder written by `microfarm export`)")
+        if cfg.crf == "dense":
+            raise UsageError("--crf dense is not in an ONNX bundle; use --crf meanfield (crf.onnx) or none")
+        try:
+            return OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz,
+                                 providers=["cuda"] if cfg.device == "cuda" else None)
+        except BundleError as e:
+            raise UsageError(str(e)) from None
+    if cfg.bundle is not None:
+        raise UsageError("--bundle is used with --backend onnx only; add --backend onnx")
     from models.weights import WeightsError
     from vision.predictor import FewShotSegmenter
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from microfarm import UsageError, quiet_stderr
-from vision.predictor import to_rgb8
+from vision.imageio import to_rgb8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")

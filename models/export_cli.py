@@ -1,0 +1,525 @@
+"""`microfarm export`: every model (and the mean-field CRF) to one ONNX bundle, checked against torch.
+
+Bundle (``--out``, default ``runs/export/<N>/``):
+
+- ``encoder.onnx``, ``forward.onnx``, ``inverse.onnx`` from an exploration run (``--explore-run DIR``: its
+  ``weights/``, the SOM goals from ``checkpoint/``, the motor contract from ``export/manifest.json``);
+- ``guide.onnx``, ``segment.onnx`` from the segmenter weights (``--segmenter``, default the shipped file);
+- ``crf.onnx``: ``models.crf.MeanFieldCRF`` with ``vision.densecrf.CRFParams()``;
+- ``manifest.json``: per model file, sha256, inputs/outputs (named dynamic axes), dtypes, preprocessing,
+  versions, config and training config; the same contract in each model's ``metadata_props``.
+
+Each model passes ``onnx.checker`` (full check) and ONNX Runtime matches torch (atol 1e-4, rtol 1e-3) on
+random inputs, a second size, and real frames rendered by the simulator. ``--fp16`` / ``--int8 --calib N`` add
+``<name>.fp16.onnx`` / ``<name>.int8.onnx`` judged by task metric (segmentation mIoU may drop by at most
+0.5 point, reach and forward error may grow by at most 5%); a variant outside that is left out (recorded in
+the manifest) and the runtime then uses fp32 for that model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microfarm import UsageError, next_run_dir, parse_config
+
+__all__ = ["ExportConfig", "export_bundle", "write_demo_sources", "cli", "DEFAULT_SEGMENTER"]
+
+DEFAULT_SEGMENTER = Path(__file__).resolve().parent / "weights" / "segmenter.safetensors"
+MIOU_TOL, REL_TOL = 0.5, 0.05
+
+
+def _f(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """Export every model (and the CRF) to an ONNX bundle, checked against torch."""
+
+    out: Path | None = _f(None, "bundle folder (default runs/export/<N>)")
+    explore_run: Path | None = _f(None, "exploration run folder: encoder/forward/inverse + SOM goals")
+    segmenter: Path | None = _f(None, "segmenter weights (default models/weights/segmenter.safetensors)")
+    segmentation: bool = _f(True, "export guide/segment (--no-segmentation leaves them out)")
+    crf: bool = _f(True, "export crf.onnx (--no-crf leaves it out)")
+    imgsz: int = _f(256, "segmentation input side (the runtime's default; the models stay dynamic)")
+    fp16: bool = _f(False, "also write fp16 variants (onnxruntime.transformers.float16)")
+    int8: bool = _f(False, "also write int8 variants (quantize_static, QDQ, calibrated on rendered frames)")
+    calib: int = _f(32, "rendered frames for int8 calibration")
+    eval_frames: int = _f(24, "rendered frames for the parity and task-metric checks")
+    fixed_shape: bool = _f(False, "static shapes (batch 1, imgsz x imgsz) for TensorRT instead of dynamic axes")
+    seed: int = _f(0, "seed of the rendered frames and random inputs")
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+def _config_hash(cfg: Any) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_explore(run: Path) -> dict[str, Any]:
+    """Autoencoder, forward, inverse, goals, motor contract and training config of an exploration run."""
+    from safetensors.numpy import load_file
+
+    from models.autoencoder import AutoencoderConfig, ConvAutoencoder
+    from models.mlp import MLP, MLPConfig
+    from models.weights import WeightsError, load_into, read_metadata
+
+    run = Path(run)
+    wdir = run / "weights"
+    names = {"autoencoder": "autoencoder", "forward": "forward_mlp", "inverse": "inverse_mlp"}
+    if not run.is_dir():
+        raise UsageError(f"--explore-run {str(run)!r} is not a folder; pass a finished `microfarm explore` run")
+    missing = [n for n in names if not (wdir / f"{n}.safetensors").is_file()]
+    if missing:
+        raise UsageError(f"--explore-run {str(run)!r} has no weights/{missing[0]}.safetensors (the run has not "
+                         "finished?); finish it or resume it with `microfarm explore --resume DIR`")
+    try:
+        ae = ConvAutoencoder(AutoencoderConfig.from_dict(read_metadata(wdir / "autoencoder.safetensors")["config"]))
+        load_into(ae, wdir / "autoencoder.safetensors", kind="autoencoder")
+        mlps = {}
+        for n in ("forward", "inverse"):
+            m = MLP(MLPConfig.from_dict(read_metadata(wdir / f"{n}.safetensors")["config"]))
+            load_into(m, wdir / f"{n}.safetensors", kind=names[n])
+            mlps[n] = m.eval()
+    except (WeightsError, KeyError, ValueError) as e:
+        raise UsageError(f"--explore-run {str(run)!r}: unusable weights ({e})") from None
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    train_cfg = summary.get("config", {})
+    goals = None
+    ck = run / "checkpoint" / "state.safetensors"
+    if ck.is_file():
+        goals = load_file(str(ck)).get("state/goals")
+    motor: dict[str, Any] = {}
+    if (run / "export" / "manifest.json").is_file():
+        motor = json.loads((run / "export" / "manifest.json").read_text()).get("motor", {})
+    dim = mlps["forward"].cfg.in_dim
+    motor = {"robot": train_cfg.get("robot", "sim"), "arm": train_cfg.get("arm", "gantry"),
+             "low": [0.0] * dim, "high": [1.0] * dim, "dim": dim, **motor}
+    return {"ae": ae.eval(), "forward": mlps["forward"], "inverse": mlps["inverse"],
+            "goals": None if goals is None else np.asarray(goals, np.float32), "motor": motor,
+            "training": {"config": train_cfg, "config_hash": _config_hash(train_cfg), "run": str(run),
+                         "iterations": summary.get("iterations")}}
+
+
+def write_demo_sources(folder: str | Path, tiny: bool = True, seed: int = 0) -> tuple[Path, Path]:
+    """Untrained weights in the layout of an exploration run + a segmenter file, for tests and benchmarks.
+
+    tiny=False gives the real architectures (paper-preset autoencoder and MLPs, default GuidedNet), so that
+    timings mean something. Returns (explore run folder, segmenter weights path).
+    """
+    import torch
+    from safetensors.numpy import save_file
+
+    from models.autoencoder import AutoencoderConfig, ConvAutoencoder
+    from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
+    from models.mlp import forward_model, inverse_model
+    from models.weights import save_weights
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    run = folder / "explore"
+    ae_cfg = AutoencoderConfig(size=64, channels=(8, 8, 8), code_size=8) if tiny else AutoencoderConfig()
+    hidden = (16, 16) if tiny else (320, 320)
+    ae = ConvAutoencoder(ae_cfg)
+    fwd, inv = forward_model(2, ae_cfg.code_size, hidden), inverse_model(2, ae_cfg.code_size, hidden)
+    save_weights(run / "weights" / "autoencoder.safetensors", ae, ae_cfg.to_dict(), kind="autoencoder")
+    save_weights(run / "weights" / "forward.safetensors", fwd, fwd.cfg.to_dict(), kind="forward_mlp")
+    save_weights(run / "weights" / "inverse.safetensors", inv, inv.cfg.to_dict(), kind="inverse_mlp")
+    goals = np.random.default_rng(seed).normal(0, 0.1, (9, ae_cfg.code_size)).astype(np.float32)
+    (run / "checkpoint").mkdir(parents=True, exist_ok=True)
+    save_file({"state/goals": goals}, str(run / "checkpoint" / "state.safetensors"),
+              metadata={"state": json.dumps({"state": {"goals": "__array__"}})})
+    (run / "summary.json").write_text(json.dumps({"config": {"arm": "gantry", "robot": "sim", "demo": True,
+                                                             "untrained": True}, "iterations": 0}))
+    seg = folder / "segmenter.safetensors"
+    save_guided_net(GuidedNet(GuidedNetConfig(hidden=8) if tiny else GuidedNetConfig()), seg,
+                    extra={"untrained": True})
+    return run, seg
+
+
+# -- rendered frames (export time only: pybullet is a dev-side dependency) --------------------------------
+def render_features(arm: str, size: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` frames of the exploration bed at uniform random motor positions: (images uint8, motor float32)."""
+    import gymnasium as gym
+
+    import sim  # noqa: F401  (registers the envs)
+    from microfarm import quiet_stderr
+
+    env_id = {"gantry": "microfarm/GantryCamera-v0", "arm": "microfarm/ArmCamera-v0"}.get(arm)
+    if env_id is None:
+        raise UsageError(f"the exploration run's arm {arm!r} is not a simulated arm (gantry, arm)")
+    motors = np.random.default_rng(seed).uniform(0, 1, (n, 2)).astype(np.float32)
+    with quiet_stderr():
+        env = gym.make(env_id, size=size).unwrapped
+    try:
+        env.reset(seed=seed)
+        imgs = np.stack([env.step(m)[0]["image"] for m in motors])
+    finally:
+        env.close()
+    return imgs, motors
+
+
+def render_segmentation(size: int, n: int, seed: int, views: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` frames of random bed layouts with species masks: (images uint8 (n,S,S,3), species uint8 (n,S,S))."""
+    import gymnasium as gym
+
+    import sim  # noqa: F401
+    from microfarm import quiet_stderr
+
+    rng = np.random.default_rng(seed)
+    with quiet_stderr():
+        env = gym.make("microfarm/GantryCamera-v0", size=size, masks=True, scene_seed=None, randomize=True,
+                       density=2.0).unwrapped
+    imgs, masks = [], []
+    try:
+        while len(imgs) < n:
+            env.reset(seed=int(rng.integers(2**31)))
+            for _ in range(views):
+                obs, _, _, _, info = env.step(rng.uniform(0.1, 0.9, 2).astype(np.float32))
+                imgs.append(obs["image"])
+                masks.append(info["species_mask"])
+    finally:
+        env.close()
+    return np.stack(imgs[:n]), np.stack(masks[:n])
+
+
+def seg_episodes(species: np.ndarray, max_queries: int = 4) -> list[tuple[int, int, list[int]]]:
+    """(species id, support frame, query frames) for every species seen in >= 2 frames with >= 20 pixels."""
+    eps = []
+    for s in range(1, int(species.max()) + 1):
+        frames = [i for i in range(len(species)) if (species[i] == s).sum() >= 20]
+        if len(frames) >= 2:
+            eps.append((s, frames[0], frames[1:1 + max_queries]))
+    return eps
+
+
+def _to_nchw(images: np.ndarray) -> np.ndarray:
+    return images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+
+
+def seg_miou(guide_fn: Any, segment_fn: Any, images: np.ndarray, species: np.ndarray) -> float:
+    """Class-wise mIoU (percent) of 1-shot episodes built from rendered frames with ``seg_episodes``."""
+    x = _to_nchw(images)
+    ious = []
+    for s, sup, queries in seg_episodes(species):
+        g = guide_fn(x[sup:sup + 1], (species[sup:sup + 1, None] == s).astype(np.float32))
+        logits = segment_fn(x[queries], g)
+        pred = logits[:, 1] > logits[:, 0]
+        gt = species[queries] == s
+        inter, union = (pred & gt).sum(), (pred | gt).sum()
+        ious.append(inter / union if union else 1.0)
+    return float(100.0 * np.mean(ious)) if ious else float("nan")
+
+
+def reach_errors(enc: Any, fwd: Any, inv: Any, x: np.ndarray, motors: np.ndarray,
+                 codes_ref: np.ndarray) -> dict[str, float]:
+    """Reach error = mean |inverse(encode(frame)) - motor| (L2, normalised units); forward error vs fp32 codes."""
+    codes = enc(x)
+    return {"reach_error": float(np.linalg.norm(inv(codes) - motors, axis=1).mean()),
+            "forward_error": float(np.linalg.norm(fwd(motors) - codes_ref, axis=1).mean())}
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        return sess.run(None, {n: np.ascontiguousarray(a, np.float32) for n, a in zip(names, arrays, strict=True)})[0]
+
+    return run
+
+
+# -- export ----------------------------------------------------------------------------------------------
+def export_bundle(cfg: ExportConfig, log: Any = print) -> Path:
+    """Write the bundle described by ``cfg``; returns its folder."""
+    import torch
+
+    from models.export_seg import GuideExport, SegmentExport, as_tensor, export_model, versions
+    from models.onnx_export import write_manifest
+
+    seg_path = None if not cfg.segmentation else Path(cfg.segmenter or DEFAULT_SEGMENTER)
+    if seg_path is not None and not seg_path.is_file():
+        raise UsageError(f"no segmenter weights at {str(seg_path)!r}; pass --segmenter FILE, train them with "
+                         "`microfarm train-segmenter`, or pass --no-segmentation")
+    if cfg.explore_run is None and seg_path is None and not cfg.crf:
+        raise UsageError("nothing to export: give --explore-run and/or a segmenter, or drop --no-crf")
+    if cfg.imgsz < 32 or cfg.imgsz % 16:
+        raise UsageError(f"--imgsz must be a multiple of 16 and >= 32, got {cfg.imgsz}")
+    if cfg.int8 and cfg.calib < 1:
+        raise UsageError(f"--calib must be >= 1 with --int8, got {cfg.calib}")
+    if cfg.eval_frames < 2:
+        raise UsageError(f"--eval-frames must be >= 2, got {cfg.eval_frames}")
+    explore = _load_explore(cfg.explore_run) if cfg.explore_run is not None else None
+    net, seg_extra = None, {}
+    if seg_path is not None:
+        from models.guided_net import load_guided_net
+        from models.weights import WeightsError
+
+        try:
+            net, seg_extra = load_guided_net(seg_path)
+        except WeightsError as e:
+            raise UsageError(f"cannot load segmenter {str(seg_path)!r}: {e}") from None
+    out = next_run_dir("export", cfg.out)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    S, fixed = cfg.imgsz, cfg.fixed_shape
+    B = 1 if fixed else 2
+    entries: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {"versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "fixed_shape": fixed}
+    t0 = time.perf_counter()
+
+    def dyn(spec: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
+        return {} if fixed else spec
+
+    # ---- curiosity models
+    feat = None
+    if explore is not None:
+        ae, fwd, inv, motor = explore["ae"], explore["forward"], explore["inverse"], explore["motor"]
+        c = ae.cfg
+        log(f"rendering {cfg.eval_frames} feature frames ({motor['arm']}, {c.size}x{c.size})")
+        imgs, motors = render_features(motor["arm"], c.size, cfg.eval_frames, cfg.seed + 1)
+        from models.autoencoder import PREPROCESS_SCALE, preprocess
+
+        x_real = preprocess(imgs, c.color, c.size)
+        with torch.no_grad():
+            codes_real = ae.encoder(x_real)
+        pre = {"input": "RGB uint8 (H, W, 3)", "size": c.size, "resize": "cv2.INTER_AREA", "color": c.color,
+               "gray_conversion": "cv2.COLOR_RGB2GRAY" if c.color == "gray" else None, "scale": PREPROCESS_SCALE,
+               "mean": 0.0, "std": 1.0, "layout": "NCHW", "range": [0.0, 1.0]}
+        common = {"motor": motor, "training": explore["training"]}
+        batch = dyn({"image": {0: "batch"}, "code": {0: "batch"}, "motor": {0: "batch"}})
+        log("exporting encoder, forward, inverse")
+        entries["encoder"] = export_model(
+            ae.encoder, [torch.rand(B, c.in_channels, c.size, c.size, generator=gen)], out / "encoder.onnx",
+            ["image"], ["code"], batch, checks=[] if fixed else [(x_real,)],
+            contract={"preprocess": pre, "config": c.to_dict(), **common})
+        D = fwd.cfg.in_dim
+        entries["forward"] = export_model(
+            fwd, [torch.rand(B, D, generator=gen)], out / "forward.onnx", ["motor"], ["code"], batch,
+            checks=[] if fixed else [(torch.from_numpy(motors),)],
+            contract={"preprocess": {"motor": "normalised [0, 1] per axis"}, "config": fwd.cfg.to_dict(), **common})
+        entries["inverse"] = export_model(
+            inv, [torch.randn(B, c.code_size, generator=gen)], out / "inverse.onnx", ["code"], ["motor"], batch,
+            checks=[] if fixed else [(codes_real,)],
+            contract={"preprocess": {"code": "encoder output"}, "config": inv.cfg.to_dict(), **common})
+        extra["motor"] = motor
+        extra["training"] = explore["training"]
+        if explore["goals"] is not None:
+            extra["goals"] = explore["goals"].tolist()
+        feat = (x_real.numpy(), motors, codes_real.numpy())
+
+    # ---- segmentation
+    seg_data = None
+    if net is not None or cfg.crf:
+        n_eval = cfg.eval_frames
+        log(f"rendering {n_eval} segmentation frames ({S}x{S})")
+        seg_imgs, seg_species = render_segmentation(S, n_eval, cfg.seed + 2)
+        seg_data = (seg_imgs, seg_species)
+    real_q = as_tensor(_to_nchw(seg_data[0][:B])) if seg_data is not None else None
+    probs_real = None
+    if net is not None:
+        from dataclasses import asdict
+
+        from models.guided_net import IMAGENET_MEAN, IMAGENET_STD
+
+        assert seg_data is not None and real_q is not None
+        imgs, species = seg_data
+        sid = int(np.bincount(species[:B].ravel(), minlength=2)[1:].argmax() + 1)
+        real_m = as_tensor((species[:B, None] == sid).astype(np.float32))
+        pre = {"input": "RGB uint8 (H, W, 3)", "size": S, "resize": "cv2.INTER_AREA when shrinking, else "
+               "cv2.INTER_LINEAR, to size x size", "scale": 1 / 255, "layout": "NCHW", "range": [0.0, 1.0],
+               "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "where": "inside the model"},
+               "mask": "float32 [K,1,H,W] in [0, 1], resized with cv2.INTER_AREA (1 = the thing to segment)"}
+        training = {"weights": str(seg_path), "weights_sha256": _sha(seg_path), "extra": seg_extra,
+                    "config_hash": _config_hash(seg_extra)}
+        contract = {"preprocess": pre, "config": asdict(net.config), "training": training}
+        gexp, sexp = GuideExport(net).eval(), SegmentExport(net).eval()
+        hw = {2: "height", 3: "width"}
+        log("exporting guide, segment")
+        entries["guide"] = export_model(
+            gexp, [torch.rand(B, 3, S, S, generator=gen), (torch.rand(B, 1, S, S, generator=gen) > 0.5).float()],
+            out / "guide.onnx", ["images", "masks"], ["guide"],
+            dyn({"images": {0: "shots", **hw}, "masks": {0: "shots", **hw}}),
+            checks=[(real_q, real_m)] + ([] if fixed else [(torch.rand(3, 3, S // 2, S + 16, generator=gen),
+                                                          torch.rand(3, 1, S // 2, S + 16, generator=gen))]),
+            contract=contract)
+        with torch.no_grad():
+            g_real = net.guide(real_q, real_m)
+            probs_real = torch.softmax(net.segment(real_q, g_real), 1)
+        entries["segment"] = export_model(
+            sexp, [torch.rand(B, 3, S, S, generator=gen), torch.randn(1, net.guide_dim, generator=gen)],
+            out / "segment.onnx", ["query", "guide"], ["logits"],
+            dyn({"query": {0: "batch", **hw}, "logits": {0: "batch", **hw}}),
+            checks=[(real_q, g_real)] + ([] if fixed else [(torch.rand(3, 3, S // 2, S + 16, generator=gen),
+                                                          g_real)]),
+            contract={**contract, "output": "logits [N,2,H,W] at the input size, channel 1 = foreground; "
+                      "softmax over channels for probabilities"})
+        extra["segmenter"] = {"imgsz": S, **training}
+
+    if cfg.crf:
+        from models.crf import MeanFieldCRF
+        from vision.densecrf import CRFParams
+
+        params = CRFParams()
+        crf = MeanFieldCRF(**params.as_dict()).eval()
+        hw = {0: "batch", 2: "height", 3: "width"}
+        assert real_q is not None
+        if probs_real is None:
+            probs_real = torch.softmax(torch.randn(B, 2, S, S, generator=gen) * 2, 1)
+        log("exporting crf")
+        entries["crf"] = export_model(
+            crf, [torch.softmax(torch.randn(B, 2, S, S, generator=gen) * 2, 1), torch.rand(B, 3, S, S, generator=gen)
+                  * 255], out / "crf.onnx", ["probs", "image"], ["refined"],
+            dyn({"probs": hw, "image": hw, "refined": hw}),
+            checks=[(probs_real, real_q * 255)],
+            contract={"preprocess": {"probs": "softmax probabilities [N,2,H,W] (sum 1 over channels)",
+                                     "image": "RGB float32 [N,3,H,W] in 0..255, the frame the probs belong to"},
+                      "config": params.as_dict(), "training": None})
+        extra["crf"] = params.as_dict()
+
+    # ---- variants judged by task metric
+    if cfg.fp16 or cfg.int8:
+        extra["quantization"] = _variants(cfg, out, entries, feat, seg_data, log)
+    try:
+        write_manifest(out, entries, **extra)
+    except OSError as e:
+        raise UsageError(f"cannot write manifest.json in {str(out)!r}: {e}") from None
+    log(f"exported {', '.join(entries)} in {time.perf_counter() - t0:.1f} s -> {out}")
+    return out
+
+
+def _sha(path: Path) -> str:
+    from models.onnx_export import sha256_file
+
+    return sha256_file(path)
+
+
+def _variants(cfg: ExportConfig, out: Path, entries: dict[str, dict[str, Any]], feat: Any, seg_data: Any,
+              log: Any) -> dict[str, Any]:
+    """Write fp16 / int8 variants, measure the task metrics, keep those within tolerance."""
+    import onnx
+
+    from models.export_seg import stamp_metadata
+    from models.onnx_export import sha256_file
+    from models.quantize import to_fp16, to_int8
+    from models.runtime import CONTRACT_KEY
+
+    kinds = [k for k, on in (("fp16", cfg.fp16), ("int8", cfg.int8)) if on]
+    report: dict[str, Any] = {"tolerance": {"miou_drop_points": MIOU_TOL, "error_growth_relative": REL_TOL}}
+    calib_seg = calib_feat = None
+    if "int8" in kinds:
+        log(f"rendering {cfg.calib} calibration frames")
+        if {"guide", "segment"} & set(entries):
+            calib_seg = render_segmentation(cfg.imgsz, cfg.calib, cfg.seed + 3)
+        if "encoder" in entries:
+            calib_feat = render_features(entries["encoder"]["motor"]["arm"], entries["encoder"]["preprocess"]["size"],
+                                         cfg.calib, cfg.seed + 4)
+    fp32 = {n: _session(out / e["file"]) for n, e in entries.items()}
+
+    def metrics(s: dict[str, Any]) -> dict[str, float]:
+        m: dict[str, float] = {}
+        if feat is not None:
+            m.update(reach_errors(s["encoder"], s["forward"], s["inverse"], *feat))
+        if seg_data is not None and "guide" in s:
+            m["miou"] = seg_miou(s["guide"], s["segment"], *seg_data)
+        return m
+
+    base = metrics(fp32)
+    report["fp32"] = base
+    for kind in kinds:
+        files: dict[str, Path] = {}
+        for name, e in entries.items():
+            src, dst = out / e["file"], out / e["file"].replace(".onnx", f".{kind}.onnx")
+            if kind == "fp16":
+                files[name] = to_fp16(src, dst)
+            elif name != "crf":  # the CRF has no weights to quantise
+                files[name] = to_int8(src, dst, _calib_feeds(name, entries, calib_feat, calib_seg, fp32))
+            if name in files:
+                meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+                c = json.loads(meta[CONTRACT_KEY])
+                c["precision"] = kind
+                meta[CONTRACT_KEY] = json.dumps(c, sort_keys=True)
+                stamp_metadata(files[name], meta)
+        sess = {**fp32, **{n: _session(p) for n, p in files.items()}}
+        got = metrics(sess)
+        ok = {}
+        if "miou" in got:
+            ok_seg = not (base["miou"] - got["miou"] > MIOU_TOL)
+            ok.update(guide=ok_seg, segment=ok_seg)
+        if "reach_error" in got:
+            ok_r = got["reach_error"] <= base["reach_error"] * (1 + REL_TOL) + 1e-6
+            ok.update(encoder=ok_r, inverse=ok_r,
+                      forward=got["forward_error"] <= base["forward_error"] * (1 + REL_TOL) + 1e-6)
+        if "crf" in files:
+            ok["crf"] = _crf_agreement(fp32["crf"], sess["crf"], seg_data) >= 0.995
+        rep = {"metrics": got, "kept": [], "rejected": []}
+        for name, path in files.items():
+            if ok.get(name, True):
+                entries[name].setdefault("variants", {})[kind] = {
+                    "file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+                rep["kept"].append(name)
+            else:
+                path.unlink()
+                rep["rejected"].append(name)
+        if "crf" in files:
+            rep["crf_mask_agreement"] = _crf_agreement(fp32["crf"], sess["crf"], seg_data)
+        report[kind] = rep
+        log(f"{kind}: {got} (fp32 {base}); kept {rep['kept']}, rejected {rep['rejected']}")
+    return report
+
+
+def _crf_agreement(a: Any, b: Any, seg_data: Any) -> float:
+    imgs = seg_data[0][:4]
+    x = imgs.transpose(0, 3, 1, 2).astype(np.float32)
+    rng = np.random.default_rng(0)
+    fg = np.clip((seg_data[1][:4, None] > 0) * 0.6 + 0.2 + rng.normal(0, 0.1, (len(imgs), 1, *imgs.shape[1:3])),
+                 0.01, 0.99).astype(np.float32)
+    p = np.concatenate([1 - fg, fg], 1)
+    return float(((a(p, x)[:, 1] > 0.5) == (b(p, x)[:, 1] > 0.5)).mean())
+
+
+def _calib_feeds(name: str, entries: dict[str, Any], feat: Any, seg: Any, fp32: dict[str, Any]) -> list[dict]:
+    if name in ("encoder", "forward", "inverse"):
+        from models.autoencoder import preprocess
+
+        imgs, motors = feat
+        pre = entries["encoder"]["preprocess"]
+        x = preprocess(imgs, pre["color"], pre["size"]).numpy()
+        codes = fp32["encoder"](x)
+        data = {"encoder": [{"image": x[i:i + 1]} for i in range(len(x))],
+                "forward": [{"motor": motors[i:i + 1]} for i in range(len(motors))],
+                "inverse": [{"code": codes[i:i + 1]} for i in range(len(codes))]}
+        return data[name]
+    imgs, species = seg
+    x = _to_nchw(imgs)
+    feeds = []
+    for i in range(len(x)):
+        sid = int(species[i].max())
+        m = (species[i:i + 1, None] == sid).astype(np.float32) if sid else np.ones((1, 1, *x.shape[2:]), np.float32)
+        if name == "guide":
+            feeds.append({"images": x[i:i + 1], "masks": m})
+        else:
+            feeds.append({"query": x[i:i + 1], "guide": fp32["guide"](x[i:i + 1], m)})
+    return feeds
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_config(ExportConfig, argv, prog="microfarm export")
+    from models.onnx_export import OnnxExportError
+
+    try:
+        export_bundle(cfg)
+    except OnnxExportError as e:
+        raise UsageError(f"export check failed: {e}") from None
+    return 0

@@ -1,0 +1,164 @@
+"""The on-robot runtime: works with torch and pybullet unimportable, refuses tampered bundles, and the ONNX
+backend of `microfarm segment` agrees with the torch backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from microfarm import main as microfarm_main
+from models.runtime import BundleError, Runtime, select_providers
+from tests.conftest import ROOT
+from tests.models.test_export_bundle import IMGSZ, session_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return session_bundle(tmp_path_factory)
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None      # importing torch or pybullet now raises ImportError
+sys.modules["pybullet"] = None
+import numpy as np
+from models.runtime import OnnxSegmenter, Runtime
+rt = Runtime(sys.argv[1])
+rng = np.random.default_rng(0)
+codes = rt.encode_rgb(rng.integers(0, 255, (2, 80, 80, 3), dtype=np.uint8))
+motor = rt.inverse(codes)
+assert rt.forward(motor).shape == codes.shape and motor.shape == (2, 2)
+seg = OnnxSegmenter(rt, crf="meanfield")
+img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+mask = np.zeros((48, 64), np.uint8); mask[10:30, 20:40] = 1
+seg.set_support([img], [mask])
+probs, m = seg.predict(img)
+assert probs.shape == (48, 64) and m.dtype == np.uint8
+bad = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "pybullet") and sys.modules[k] is not None)
+assert not bad, bad
+print("ok", rt.providers)
+"""
+
+
+def test_runtime_runs_with_torch_and_pybullet_unimportable(bundle: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
+
+
+def _copy(bundle: Path, tmp: Path) -> Path:
+    dst = tmp / "bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
+    b = _copy(bundle, tmp_path)
+    data = bytearray((b / "segment.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (b / "segment.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        Runtime(b, warmup=False)
+    (b / "segment.onnx").write_bytes((bundle / "segment.onnx").read_bytes())
+    (b / "crf.onnx").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Runtime(b, warmup=False)
+    shutil.copy(bundle / "crf.onnx", b / "crf.onnx")
+    man = json.loads((b / "manifest.json").read_text())
+    man["format_version"] = "99"
+    (b / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="format"):
+        Runtime(b, warmup=False)
+    # a valid model swapped in with a matching hash but another contract is refused too
+    man["format_version"] = "1"
+    guide, segment = man["models"]["guide"], man["models"]["segment"]
+    guide["file"], guide["sha256"] = "segment.onnx", segment["sha256"]
+    (b / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="contract"):
+        Runtime(b, warmup=False)
+    with pytest.raises(BundleError, match="not an ONNX bundle"):
+        Runtime(tmp_path / "nothing")
+
+
+def test_providers_order_and_refusal() -> None:
+    import onnxruntime as ort
+
+    auto = select_providers()
+    assert auto[-1] == "CPUExecutionProvider" and all(p in ort.get_available_providers() for p in auto)
+    assert select_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(BundleError, match="not available"):
+            select_providers(["cuda"])
+
+
+def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) -> None:
+    d = tmp_path
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, 32:] = (40, 180, 40)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, 32:] = 255
+    cv2.imwrite(str(d / "img.png"), img)
+    cv2.imwrite(str(d / "mask.png"), mask)
+    weights = bundle.parent / "src" / "segmenter.safetensors"
+    common = ["--support", f"{d / 'img.png'}:{d / 'mask.png'}", "--source", "sim", "--imgsz", str(IMGSZ),
+              "--max-frames", "4", "--crf", "meanfield"]
+    assert microfarm_main(["segment", *common, "--weights", str(weights), "--out", str(d / "torch")]) == 0
+    assert microfarm_main(["segment", *common, "--backend", "onnx", "--bundle", str(bundle),
+                           "--out", str(d / "onnx")]) == 0
+    names = sorted(p.name for p in (d / "torch" / "masks").iterdir())
+    assert len(names) == 4 and names == sorted(p.name for p in (d / "onnx" / "masks").iterdir())
+    agree = [(cv2.imread(str(d / "torch" / "masks" / n), 0) == cv2.imread(str(d / "onnx" / "masks" / n), 0)).mean()
+             for n in names]
+    assert min(agree) >= 0.995, agree
+
+
+def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((8, 8, 3), np.uint8))
+    m = np.zeros((8, 8), np.uint8)
+    m[:, 4:] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), m)
+    sup = f"{tmp_path / 'i.png'}:{tmp_path / 'm.png'}"
+    assert microfarm_main(["segment", "--support", sup, "--source", "sim", "--backend", "onnx"]) == 2
+    assert "needs --bundle" in capsys.readouterr().err
+    assert microfarm_main(["segment", "--support", sup, "--source", "sim", "--backend", "onnx", "--bundle",
+                           str(tmp_path)]) == 2
+    assert "not an ONNX bundle" in capsys.readouterr().err
+
+
+SEGMENT_NO_TORCH = """
+import sys
+sys.modules["torch"] = None
+sys.modules["pybullet"] = None
+from microfarm import main
+rc = main(["segment", "--support", sys.argv[1], "--source", sys.argv[2], "--backend", "onnx", "--bundle", sys.argv[3],
+           "--imgsz", sys.argv[4], "--crf", "meanfield", "--out", sys.argv[5]])
+bad = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "pybullet") and sys.modules[k] is not None)
+assert rc == 0 and not bad, (rc, bad)
+print("ok")
+"""
+
+
+def test_segment_onnx_backend_runs_without_torch(bundle: Path, tmp_path: Path) -> None:
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, 20:] = (30, 160, 40)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 20:] = 255
+    cv2.imwrite(str(tmp_path / "img.png"), img)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), img)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", SEGMENT_NO_TORCH, f"{tmp_path / 'img.png'}:{tmp_path / 'mask.png'}",
+                           str(frames), str(bundle), str(IMGSZ), str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    assert cv2.imread(str(out / "masks" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (40, 40)
