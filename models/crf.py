@@ -12,10 +12,15 @@ The messages are normalised by the kernel's row sum (self included), as pydensec
 
 Approximations (documented, measured in ``tests/vision/test_crf.py`` against pydensecrf):
 
-- The Gaussian term is computed at full resolution by three separable box filters (cumulative sums,
-  normalised at the borders) whose combined variance approximates ``sxy^2`` (widths 5, 5, 7 for
-  ``sxy=3``, i.e. std 2.83): much faster on CPU than a 19-tap depthwise convolution
-  or stride-1 average pooling.
+- The Gaussian term is computed at 1/``gauss_stride`` resolution (default 2) by three separable box
+  filters (cumulative sums, normalised at the borders) whose combined variance approximates
+  ``(sxy / gauss_stride)^2`` (widths 3, 3, 3 for ``sxy=3``, i.e. std 2.83 px at full resolution): much
+  faster on CPU than a 19-tap depthwise convolution or stride-1 average pooling.
+- Two labels (the segmenter's case) run on one channel: the softmax of two logits is a sigmoid of their
+  difference, and with normalised filters the background's message is the total weight minus the
+  foreground's. With ``gauss_stride`` > 1 all iterations but the last run at 1/``gauss_stride``
+  resolution; the last adds the upsampled message to the full-resolution unary. Bilateral weights
+  below exp(-30) are set to 0 (denormal floats make ``exp`` about 15x slower on CPU).
 - The bilateral term cannot be dense with ``sxy=80``: as ConvCRF does with its blur factor, the image and
   Q are average-pooled by ``blur`` (default 8), messages are passed within a ``window x window``
   neighbourhood
@@ -71,17 +76,20 @@ class MeanFieldCRF(nn.Module):
     ``forward(probs [N,L,H,W] float32 (sums to 1 over L), image [N,3,H,W] float32 in 0..255)
     -> refined probabilities [N,L,H,W] float32``.
     Defaults are pydensecrf's example values (Gaussian sxy=3 compat=3; bilateral sxy=80 srgb=13 compat=10;
-    5 iterations); ``window`` and ``blur`` set the local approximation of the bilateral term.
+    5 iterations); ``window`` and ``blur`` set the local approximation of the bilateral term,
+    ``gauss_stride`` the resolution of the Gaussian term and of the two-label iterations but the last
+    (1: everything at full resolution, as before).
     """
 
     def __init__(self, gaussian_sxy: float = 3.0, gaussian_compat: float = 3.0, bilateral_sxy: float = 80.0,
                  bilateral_srgb: float = 13.0, bilateral_compat: float = 10.0, iterations: int = 5,
-                 window: int = 11, blur: int = 8, eps: float = 1e-8) -> None:
+                 window: int = 11, blur: int = 8, eps: float = 1e-8, gauss_stride: int = 2) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be an odd positive integer, got {window}")
-        if blur < 1 or iterations < 0:
-            raise ValueError(f"need blur >= 1 and iterations >= 0, got blur={blur}, iterations={iterations}")
+        if blur < 1 or iterations < 0 or gauss_stride < 1:
+            raise ValueError(f"need blur >= 1, gauss_stride >= 1 and iterations >= 0, got blur={blur}, "
+                             f"gauss_stride={gauss_stride}, iterations={iterations}")
         self.gaussian_compat = float(gaussian_compat)
         self.bilateral_compat = float(bilateral_compat)
         self.bilateral_sxy = float(bilateral_sxy)
@@ -90,7 +98,8 @@ class MeanFieldCRF(nn.Module):
         self.window = int(window)
         self.blur = int(blur)
         self.eps = float(eps)
-        self.boxes = _box_widths(float(gaussian_sxy))
+        self.gauss_stride = int(gauss_stride)
+        self.boxes = _box_widths(float(gaussian_sxy) / self.gauss_stride)
         # spatial part of the bilateral kernel for each window offset, at the pooled resolution
         r = self.window // 2
         s = self.bilateral_sxy / self.blur
@@ -117,13 +126,20 @@ class MeanFieldCRF(nn.Module):
         return F.unfold(x, self.window, padding=self.window // 2).view(n, c, self.window ** 2, -1)
 
     def _bilateral_weights(self, image: Tensor) -> Tensor:
-        """Kernel weights [N,1,K,h*w] between each pooled pixel and its K window neighbours (0 outside)."""
+        """Kernel weights [N,1,K,h*w] between each pooled pixel and its K window neighbours (0 outside).
+
+        The image is padded with a colour far from any real one, so that neighbours outside it get weight 0.
+        """
         img = self._pool(image) / self.bilateral_srgb
         n = img.shape[0]
-        nb = self._unfold(img)  # [N,3,K,hw]
+        r = self.window // 2
+        padded = F.pad(img, (r, r, r, r), value=1000.0)
+        nb = F.unfold(padded, self.window).view(n, 3, self.window ** 2, -1)  # [N,3,K,hw]
         d = nb - img.reshape(n, 3, 1, -1)
-        valid = self._unfold(torch.ones_like(img[:, :1]))  # [N,1,K,hw]
-        return torch.exp(-0.5 * (d * d).sum(1, keepdim=True) + self.spatial.view(1, 1, -1, 1)) * valid
+        e = -0.5 * (d * d).sum(1, keepdim=True) + self.spatial.view(1, 1, -1, 1)
+        # weights below exp(-30) ~ 1e-13 (next to the self weight 1) are set to 0: exp of very negative
+        # numbers makes denormal floats, which are about 15x slower on CPUs
+        return torch.exp(e.clamp_min(-30.0)) * (e > -30.0).to(e.dtype)
 
     # -- inference -------------------------------------------------------------------------------------
     def forward(self, probs: Tensor, image: Tensor) -> Tensor:
@@ -133,13 +149,56 @@ class MeanFieldCRF(nn.Module):
         wts = self._bilateral_weights(image)  # [N,1,K,h'w']
         bnorm = wts.sum(2)
         q = probs
+        n_labels = probs.shape[1]
+        if n_labels == 2 and self.iterations > 0:
+            return self._two_labels(logp, wts, bnorm, h, w)
         for _ in range(self.iterations):
-            msg = self.gaussian_compat * self._gauss(q)
-            ql = self._pool(q)
-            hl, wl = ql.shape[-2], ql.shape[-1]
-            acc = (self._unfold(ql) * wts).sum(2) / bnorm  # [N,L,h'w']
-            acc = acc.view(ql.shape[0], ql.shape[1], hl, wl)
-            if self.blur > 1:
-                acc = F.interpolate(acc, size=(h, w), mode="bilinear", align_corners=False)
-            q = torch.softmax(logp + msg + self.bilateral_compat * acc, dim=1)
+            # Both filters are normalised (rows sum to 1) and Q sums to 1 over labels, so the messages sum
+            # to 1 over labels too: filter the first L-1 labels only and get the last one as 1 - their sum.
+            m = self._message(q[:, : n_labels - 1], wts, bnorm, h, w)
+            last = (self.gaussian_compat + self.bilateral_compat) - m.sum(1, keepdim=True)
+            q = torch.softmax(logp + torch.cat([m, last], 1), dim=1)
         return q
+
+    def _message(self, q: Tensor, wts: Tensor, bnorm: Tensor, h: int, w: int, stride: int | None = None) -> Tensor:
+        """Weighted messages of label maps ``q`` [N,C,H,W] -> [N,C,H,W]: Gaussian + bilateral, each normalised.
+
+        The Gaussian term runs at 1/``gauss_stride`` resolution (its sxy scaled alike); the bilateral term at
+        1/``blur``; their weighted sum is upsampled bilinearly once.
+        """
+        s = self.gauss_stride if stride is None else stride  # stride 1: q is already at 1/gauss_stride
+        qh = F.avg_pool2d(q, s, s, ceil_mode=True, count_include_pad=False) if s > 1 else q
+        if self.blur % self.gauss_stride == 0:
+            b = self.blur // self.gauss_stride
+            ql = F.avg_pool2d(qh, b, b, ceil_mode=True, count_include_pad=False) if b > 1 else qh
+        else:
+            ql = self._pool(q)
+        acc = ((self._unfold(ql) * wts).sum(2) / bnorm).view(ql.shape)
+        if acc.shape[-2:] != qh.shape[-2:]:
+            acc = F.interpolate(acc, size=(qh.shape[-2], qh.shape[-1]), mode="bilinear", align_corners=False)
+        m = self.gaussian_compat * self._gauss(qh) + self.bilateral_compat * acc
+        if s > 1:
+            m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        return m
+
+    def _two_labels(self, logp: Tensor, wts: Tensor, bnorm: Tensor, h: int, w: int) -> Tensor:
+        """The L = 2 case on one channel: softmax of two logits is the sigmoid of their difference, and the
+        background message is (gaussian_compat + bilateral_compat) - the foreground's (normalised filters)."""
+        d = logp[:, 1:2] - logp[:, 0:1] - (self.gaussian_compat + self.bilateral_compat)
+        q1 = torch.sigmoid(logp[:, 1:2] - logp[:, 0:1])
+        s = self.gauss_stride
+        if s == 1 or self.blur % s:
+            for _ in range(self.iterations):
+                q1 = torch.sigmoid(d + 2.0 * self._message(q1, wts, bnorm, h, w))
+            return torch.cat([1.0 - q1, q1], 1)
+        # all but the last iteration at 1/s resolution (the messages are smooth at that scale anyway);
+        # the last one combines the upsampled message with the full-resolution unary
+        dh = F.avg_pool2d(d, s, s, ceil_mode=True, count_include_pad=False)
+        qh = F.avg_pool2d(q1, s, s, ceil_mode=True, count_include_pad=False)
+        hh, wh = qh.shape[-2], qh.shape[-1]
+        for _ in range(self.iterations - 1):
+            qh = torch.sigmoid(dh + 2.0 * self._message(qh, wts, bnorm, hh, wh, stride=1))
+        m = self._message(qh, wts, bnorm, hh, wh, stride=1)
+        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        q1 = torch.sigmoid(d + 2.0 * m)
+        return torch.cat([1.0 - q1, q1], 1)

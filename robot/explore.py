@@ -89,7 +89,7 @@ class ExploreConfig:
     forget_window: int = _f(200, "iterations without a visit after which a region counts as left")
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
-    threads: int = _f(2, "torch threads")
+    threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
     robot: str = _f("sim", "robot name in robot.registry")
     out: Path | None = _f(None, "output folder (default runs/explore/<N>)")
     resume: Path | None = _f(None, "continue the run in this folder from its checkpoint")

@@ -95,13 +95,18 @@ class CameraArm:
             linkJointTypes=[t for _, _, t, _ in links], linkJointAxis=[a for _, _, _, a in links],
             physicsClientId=self.client)
 
+    def _top(self) -> float:
+        """Height of the carriage / links above the soil: above the highest camera position, never in view."""
+        highest = self.spec.joint_high[2] if self.dof == 3 else self.height
+        return highest + MOUNT_CLEARANCE
+
     def _slide_z(self) -> float:
         """Height of the camera slide's box centre above its link origin: always just above the camera."""
         return 0.045 + (0.0 if self.dof == 3 else self.height)
 
     def _build_gantry(self) -> int:
         grey, dark = (0.6, 0.6, 0.62, 1.0), (0.15, 0.15, 0.17, 1.0)
-        top = self.height + MOUNT_CLEARANCE  # height of the carriage above the soil
+        top = self._top()  # height of the carriage above the soil
         rail = self._box((0.02, BED_SIZE / 2 + 0.1, 0.02), grey, offset=(0.0, BED_SIZE / 2, 0.0))
         links = [
             # x carriage: a bridge spanning y; joint value = camera x
@@ -119,7 +124,7 @@ class CameraArm:
 
     def _build_arm(self) -> int:
         grey, orange = (0.55, 0.55, 0.58, 1.0), (0.95, 0.55, 0.1, 1.0)
-        top = self.height + MOUNT_CLEARANCE
+        top = self._top()
         pillar = self._box((0.04, 0.04, top / 2), grey, offset=(0, 0, -top / 2))
         links = [
             (self._box((ARM_L1 / 2, 0.025, 0.02), orange, (ARM_L1 / 2, 0, 0.0)), (0, 0, 0), p.JOINT_REVOLUTE,

@@ -153,3 +153,18 @@ def test_bad_arguments_are_refused() -> None:
         sim.envs.CameraArmEnv(arm="crane")
     with pytest.raises(ValueError, match="dof"):
         gym.make("microfarm/GantryCamera-v0", dof=4)
+
+
+@pytest.mark.parametrize("arm", ["gantry", "arm"])
+@pytest.mark.parametrize("dof", [2, 3])
+def test_camera_never_sees_its_own_arm(arm: str, dof: int) -> None:
+    """The carriage and links run above the highest camera position (dof=3 included)."""
+    env = gym.make(sim.ENV_IDS[arm], size=64, dof=dof).unwrapped
+    env.reset(seed=0)
+    for m in np.random.default_rng(1).random((6, dof)).astype(np.float32):
+        env.step(m)
+        pos, rot = env.arm.camera_pose()
+        seg = env.camera.render(pos, rot, segmentation=True).seg
+        own = (seg >= 0) & ((seg & 0xFFFFFF) == env.arm.uid) & ((seg >> 24) > 0)  # moving links; the base
+        assert not np.any(own), f"{arm} sees its own links at {m}"  # (pillar, rails) stands in the scene
+    env.close()

@@ -1,0 +1,159 @@
+"""Iterations per second of the full curiosity loop next to the raw render rate, and peak memory, in one run.
+
+    python bench/explore.py [--steps 800] [--arm gantry] [--threads 1] [--encoder FILE]
+
+1. The full loop (``robot.explore.run``, the paper preset: SOM goals, learning progress, memory 320 with
+   p 0.1, 2 epochs, batch 16, metrics logged every iteration) for ``--steps`` iterations on the SimRobot,
+   without plots or export. The rate is reported for the whole loop, for the memory-filling phase (the first
+   320 iterations, cheaper fits) and for the steady state (full memory), from the run's own ``metrics.csv``
+   clock; the time of a 5000-iteration run is projected from those two.
+2. The raw render rate: ``pybullet.getCameraImage`` 64x64 (TinyRenderer) on the same scene, same view.
+3. Per-iteration parts, measured alone: one online fit on 336 samples (memory 320 + 16 recent), encoding
+   one frame, one env step (move + render + observation), the test-set evaluation.
+4. Peak resident memory of this process (``resource.getrusage``, ru_maxrss).
+
+The target of issue 3: a 5000-iteration memory-320 run in at most 60 s on 2 cores, peak RSS under 1.5 GB.
+Encoder weights: ``--encoder``, else the arm's default weights, else an untrained paper-size autoencoder
+(the cost of encoding does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _encoder(path: str | None, arm: str, tmp: Path) -> Path:
+    from robot.explore import default_encoder_path
+
+    if path:
+        return Path(path)
+    default = default_encoder_path(arm)
+    if default.is_file():
+        return default
+    import torch
+
+    from models.autoencoder import AutoencoderConfig, ConvAutoencoder
+    from models.weights import save_weights
+
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig()
+    print(f"(no {default.name}: timing an untrained paper-size autoencoder)")
+    return save_weights(tmp / "encoder.safetensors", ConvAutoencoder(cfg), cfg.to_dict(), kind="autoencoder")
+
+
+def loop_rate(steps: int, arm: str, threads: int, encoder: Path, out: Path) -> dict[str, float]:
+    from robot.explore import ExploreConfig, run
+
+    cfg = ExploreConfig(arm=arm, steps=steps, memory_size=320, memory_prob=0.1, epochs=2, threads=threads,
+                        encoder=encoder, out=out, export=False, plots=False, progress=False,
+                        checkpoint_every=10**9)
+    t0 = time.perf_counter()
+    run(cfg)
+    total = time.perf_counter() - t0
+    with open(out / "metrics.csv", newline="") as f:
+        el = {int(float(r["iteration"])): float(r["elapsed_s"]) for r in csv.DictReader(f)}
+    fill = min(320, steps)
+    t_fill = el[fill]
+    res = {"loop_it_s": steps / el[steps], "fill_it_s": fill / t_fill, "total_s": total,
+           "setup_s": total - el[steps]}
+    if steps > fill + 50:
+        res["steady_it_s"] = (steps - fill) / (el[steps] - t_fill)
+        res["projected_5000_s"] = t_fill + (5000 - fill) / res["steady_it_s"]
+    return res
+
+
+def render_rate(arm: str, frames: int) -> tuple[float, float]:
+    import gymnasium as gym
+    import pybullet as p
+
+    import sim
+
+    env = gym.make(sim.ENV_IDS[arm], size=64).unwrapped
+    env.reset(seed=0)
+    pos, rot = env.arm.camera_pose()
+    view, proj = env.camera.view_matrix(pos, rot), env.camera.projection
+    light = env.scene.render_kwargs()
+    targets = np.random.default_rng(0).random((frames, env.dof)).astype(np.float32)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        p.getCameraImage(64, 64, view, proj, renderer=p.ER_TINY_RENDERER, flags=p.ER_NO_SEGMENTATION_MASK,
+                         physicsClientId=env.client, **light)
+    t1 = time.perf_counter()
+    for a in targets:
+        env.step(a)
+    t2 = time.perf_counter()
+    env.close()
+    return frames / (t1 - t0), frames / (t2 - t1)
+
+
+def parts_ms(encoder: Path, threads: int, reps: int = 20) -> dict[str, float]:
+    import torch
+
+    from robot.explore import load_encoder
+    from robot.online import OnlineModels
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    models = OnlineModels(2, 32, (320, 320), seed=0)
+    x, y = rng.random((336, 2)).astype(np.float32), rng.standard_normal((336, 32)).astype(np.float32) * 0.1
+    ae = load_encoder(encoder)
+    img = (rng.random((1, 64, 64, 3)) * 255).astype(np.uint8)
+    out = {}
+    for name, fn in (("fit (336 samples, 2 epochs)", lambda: models.fit(x, y, rng, 2, 16)),
+                     ("encode 1 frame", lambda: ae.encode_images(img)),
+                     ("test-set errors (64)", lambda: models.test_errors(x[:64], y[:64]))):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out[name] = (time.perf_counter() - t0) / reps * 1e3
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--steps", type=int, default=800, help="loop iterations (> 370 for a steady-state rate)")
+    ap.add_argument("--arm", choices=("gantry", "arm"), default="gantry")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the loop")
+    ap.add_argument("--render-frames", type=int, default=300)
+    ap.add_argument("--encoder", default=None, help="encoder weights (default: the arm's default weights)")
+    args = ap.parse_args()
+    if args.steps < 1:
+        ap.error("--steps must be >= 1")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"arm={args.arm} steps={args.steps} threads={args.threads} cpus={os.cpu_count()} load(1 min)={load:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = _encoder(args.encoder, args.arm, Path(tmp))
+        loop = loop_rate(args.steps, args.arm, args.threads, enc, Path(tmp) / "run")
+        raw_fps, env_fps = render_rate(args.arm, args.render_frames)
+        parts = parts_ms(enc, args.threads)
+    print(f"full loop (memory 320, 2 epochs): {loop['loop_it_s']:.1f} it/s overall, "
+          f"{loop['fill_it_s']:.1f} it/s while the memory fills"
+          + (f", {loop['steady_it_s']:.1f} it/s with a full memory ({1e3 / loop['steady_it_s']:.1f} ms/it)"
+             if "steady_it_s" in loop else ""))
+    print(f"raw render (getCameraImage 64x64): {raw_fps:.1f} fps ({1e3 / raw_fps:.1f} ms/frame); "
+          f"env step (move + render): {env_fps:.1f} fps")
+    print("parts: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+    if "projected_5000_s" in loop:
+        print(f"projected 5000-iteration run: {loop['projected_5000_s']:.0f} s of loop "
+              f"(+ {loop['setup_s']:.0f} s setup) (target <= 60 s)")
+    print(f"peak RSS: {_peak_rss_mb():.0f} MB (target < 1500 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,498 @@
+"""`microfarm compare`: a grid of exploration conditions x seeds, run in parallel, with paper-style figures.
+
+    microfarm compare --goals som random --memory-size 0 320 --memory-prob 0.1 0.01 --seeds 5 --steps 5000 \\
+        --arm gantry --workers 2 --out runs/compare/paper
+
+Every ``ExploreConfig`` field (but ``seed``, ``out``, ``resume``, ``progress`` and ``gui``) is a flag that takes
+one or more values: one value fixes it for every run, several make it an axis of the grid (the grid is the
+cartesian product of the axes). ``--hidden`` takes comma-separated sizes per value (``320,320``); booleans take
+``true``/``false``. Conditions whose memory is 0 ignore ``--memory-prob`` / ``--memory-policy``, so those
+duplicates are collapsed into one condition (named without them).
+
+Each run goes to ``OUT/runs/<condition>/seed<k>/`` (``<condition>`` = ``axis=value`` pairs joined by ``,``,
+``default`` without axes), seeds ``--seed-start`` .. ``--seed-start + --seeds - 1``. A re-run with the same
+``--out`` skips finished runs (``summary.json`` present with the same config), resumes interrupted ones from
+their checkpoint, and refuses a finished run whose config differs. Runs execute in a process pool of
+``--workers`` processes (1 = in this process), or as tasks on a Ray cluster (``--ray auto|ADDRESS``, extra
+``cluster``). In the compare defaults each run uses 1 torch thread and writes neither ``plots/`` nor ``export/``
+(pass ``--threads``, ``--plots true``, ``--export true`` to change that).
+
+Outputs in OUT (besides ``runs/``): ``compare.json`` (the grid), ``table.csv`` and ``table.md`` (per condition:
+mean and std across seeds of the final and area-under-curve forward / inverse test MSE, final explored area,
+forgetting, error rise, wall time), ``curves.csv`` (mean and std per condition and logged iteration) and
+``figures/`` (``fwd_mse.png``, ``inv_mse.png``, ``area.png``, ``forgetting.png``, ``rise.png`` and all of them in
+``summary.png``: mean across seeds with a +-1 std band, one line per condition).
+
+Measures (from each run's ``metrics.csv``): *AUC* is the area under the curve divided by the iteration span
+(the time-average); *forgetting* is the tracker's measure (robot.explore: the forward-error increase on the
+test positions of regions left for ``--forget-window`` iterations), reported as its time-average and maximum;
+*rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
+error minus its lowest value so far, averaged over the 4 regions and over time (0 for a model that never gets
+worse anywhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import typing
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from microfarm import UsageError, _converter, _field_type, atomic_write_json, atomic_write_text, next_run_dir
+
+__all__ = ["cli", "CompareSpec", "parse_args", "conditions", "aggregate", "write_report", "CURVE_KEYS"]
+
+NOT_AXES = ("seed", "out", "resume", "progress", "gui")
+# compare's defaults where they differ from a single run's
+COMPARE_DEFAULTS: dict[str, Any] = {"threads": 1, "plots": False, "export": False}
+CURVE_KEYS = ("fwd_mse", "inv_mse", "area", "forgetting", "rise")
+CURVE_TITLES = {"fwd_mse": "forward model test MSE (code)", "inv_mse": "inverse model test MSE (motor)",
+                "area": "explored area (convex hull)", "forgetting": "forgetting (regions left)",
+                "rise": "error rise above best so far"}
+MEMORY_ONLY = ("memory_prob", "memory_policy")  # meaningless without a memory
+
+
+@dataclasses.dataclass
+class CompareSpec:
+    axes: dict[str, list[Any]]  # field -> values (2+)
+    fixed: dict[str, Any]  # field -> value
+    seeds: list[int]
+    workers: int
+    ray: str | None
+    out: Path | None
+    progress: bool
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _value_converter(name: str, tp: Any) -> Callable[[str], Any]:
+    inner = _field_type(tp)
+    if inner is bool:
+        def conv_bool(s: str) -> bool:
+            v = s.strip().lower()
+            if v in ("true", "yes", "on", "1"):
+                return True
+            if v in ("false", "no", "off", "0"):
+                return False
+            raise UsageError(f"{_flag(name)} expects true or false, got {s!r}")
+        return conv_bool
+    if get_origin(inner) is list:
+        (item,) = get_args(inner) or (str,)
+        one = _converter(name, item)
+
+        def conv_list(s: str) -> list[Any]:
+            parts = [p for p in s.replace("x", ",").split(",") if p.strip()]
+            if not parts:
+                raise UsageError(f"{_flag(name)} expects comma-separated values (e.g. 320,320), got {s!r}")
+            return [one(p.strip()) for p in parts]
+        return conv_list
+    base = _converter(name, tp)
+    if inner is not tp:  # Optional: "none" is None
+        return lambda s: None if s.strip().lower() == "none" else base(s)
+    return base
+
+
+def _explore_fields() -> list[tuple[dataclasses.Field[Any], Any]]:
+    from robot.explore import ExploreConfig
+
+    hints = typing.get_type_hints(ExploreConfig)
+    return [(f, hints[f.name]) for f in dataclasses.fields(ExploreConfig) if f.name not in NOT_AXES]
+
+
+def parse_args(argv: Sequence[str]) -> CompareSpec:
+    """The grid from command-line flags; ``UsageError`` on anything wrong."""
+    parser = _Parser(prog="microfarm compare", description=(__doc__ or "").split("\n")[0],
+                     usage="microfarm compare [--seeds N] [--seed-start S] [--workers W | --ray auto|ADDRESS] "
+                           "[--out DIR] [--no-progress] [--<explore-flag> VALUE [VALUE ...]] ...",
+                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                     epilog="Every exploration flag takes one value (fixed) or several (a grid axis); "
+                            "see `microfarm explore --help` for their meaning.")
+    parser.add_argument("--seeds", type=int, default=5, help="runs (seeds) per condition (default 5)")
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="parallel runs in a process pool; 1 = in this process (default min(2, CPUs))")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                        help="run on a Ray cluster instead (needs the `cluster` extra)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<N>)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    fields = _explore_fields()
+    for f, tp in fields:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = COMPARE_DEFAULTS.get(f.name, default)
+        inner = _field_type(tp)
+        meta = "{" + ",".join(map(str, get_args(inner))) + "}" if get_origin(inner) is Literal else "V"
+        parser.add_argument(_flag(f.name), dest=f.name, nargs="+", default=None, metavar=meta,
+                            help=f"{f.metadata.get('help', '')} (default {default})")
+    ns, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        import difflib
+
+        known = [a for act in parser._actions for a in act.option_strings]
+        bad = next((u for u in unknown if u.startswith("-")), unknown[0])
+        close = difflib.get_close_matches(bad.split("=", 1)[0], known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else "; see `microfarm compare --help`"
+        raise UsageError(f"unknown argument {bad!r}{hint}")
+    if ns.seeds < 1:
+        raise UsageError("--seeds must be >= 1")
+    if ns.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    axes: dict[str, list[Any]] = {}
+    fixed: dict[str, Any] = {}
+    for f, tp in fields:
+        raw = getattr(ns, f.name)
+        if raw is None:
+            if f.name in COMPARE_DEFAULTS:
+                fixed[f.name] = COMPARE_DEFAULTS[f.name]
+            continue
+        conv = _value_converter(f.name, tp)
+        vals: list[Any] = []
+        for s in raw:
+            v = conv(s)
+            if v not in vals:
+                vals.append(v)
+        if len(vals) == 1:
+            fixed[f.name] = vals[0]
+        else:
+            axes[f.name] = vals
+    return CompareSpec(axes=axes, fixed=fixed, seeds=list(range(ns.seed_start, ns.seed_start + ns.seeds)),
+                       workers=ns.workers, ray=ns.ray, out=ns.out, progress=ns.progress)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return "x".join(map(str, v))
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def conditions(spec: CompareSpec) -> list[tuple[str, dict[str, Any]]]:
+    """(name, axis values) per condition, in grid order; memory-0 duplicates collapsed."""
+    names = list(spec.axes)
+    out: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(spec.axes[n] for n in names)):
+        values = dict(zip(names, combo, strict=True))
+        size = values.get("memory_size", spec.fixed.get("memory_size", 320))
+        shown = {k: v for k, v in values.items() if not (size == 0 and k in MEMORY_ONLY)}
+        name = ",".join(f"{k}={_fmt(v)}" for k, v in shown.items()) or "default"
+        if name in seen:
+            continue
+        seen.add(name)
+        out.append((name, values))
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------------
+_CFG_IGNORED = ("out", "resume", "progress", "threads", "plots", "export", "gui")
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items() if k not in _CFG_IGNORED}
+    for k in ("encoder", "dataset"):  # relative here, absolute on Ray
+        if out.get(k):
+            out[k] = str(Path(out[k]).resolve())
+    return out
+
+
+def _make_config(spec: CompareSpec, values: dict[str, Any], seed: int, out: Path) -> Any:
+    from robot.explore import ExploreConfig, _validate
+
+    kw = {**spec.fixed, **values, "seed": seed, "out": out, "progress": False}
+    cfg = ExploreConfig(**kw)
+    _validate(cfg)
+    return cfg
+
+
+def _status(cfg: Any, run_dir: Path) -> str:
+    """"done", "resume" or "new"; ``UsageError`` when a finished run there has another config."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            old = json.loads(summary.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            return "new"
+        want = json.loads(json.dumps(_comparable(dataclasses.asdict(cfg)), default=str))
+        have = json.loads(json.dumps(_comparable(old), default=str))
+        if want != have:
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            raise UsageError(f"{str(run_dir)!r} holds a finished run with another config ({', '.join(diff)} "
+                             "differ); pass a new --out")
+        return "done"
+    if (run_dir / "checkpoint" / "state.safetensors").is_file():
+        return "resume"
+    return "new"
+
+
+def _run_one(cfg_dict: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """Run one exploration (in a worker); returns its summary and metrics text (for Ray without a shared FS)."""
+    from robot.explore import ExploreConfig, run
+    from robot.registry import ROBOTS, register_robot
+
+    cfg = ExploreConfig(**cfg_dict)
+    if ":" in cfg.robot and cfg.robot not in ROBOTS:  # an entry point "module:Class"
+        register_robot(cfg.robot, cfg.robot)
+    if resume:
+        cfg = dataclasses.replace(cfg, resume=cfg.out)
+    out = run(cfg)
+    return {"summary": (out / "summary.json").read_text(), "metrics": (out / "metrics.csv").read_text()}
+
+
+def _check_encoders(cfgs: list[Any]) -> None:
+    from robot.explore import default_encoder_path, load_encoder
+
+    for path, arm in sorted({(str(c.encoder or default_encoder_path(c.arm)), c.arm) for c in cfgs}):
+        load_encoder(Path(path), arm)
+
+
+def _execute(jobs: list[tuple[str, Any, bool]], spec: CompareSpec) -> list[str]:
+    """Run ``(label, cfg, resume)`` jobs; returns error lines of failed runs."""
+    from tqdm import tqdm
+
+    errors: list[str] = []
+    bar = tqdm(total=len(jobs), disable=not spec.progress, desc="compare", unit="run", dynamic_ncols=True)
+
+    def done(label: str, err: BaseException | None) -> None:
+        if err is not None:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            errors.append(f"{label}: {type(err).__name__}: {msg}")
+        bar.set_postfix_str(label[-60:], refresh=False)
+        bar.update(1)
+
+    try:
+        if spec.ray is not None:
+            _execute_ray(jobs, spec, done)
+        elif spec.workers == 1:
+            for label, cfg, resume in jobs:
+                try:
+                    _run_one(dataclasses.asdict(cfg), resume)
+                    done(label, None)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # noqa: BLE001  (one failed run must not stop the grid)
+                    done(label, e)
+        else:
+            ctx = multiprocessing.get_context("spawn")  # torch + pybullet: no fork
+            with ProcessPoolExecutor(max_workers=min(spec.workers, len(jobs)) or 1, mp_context=ctx) as pool:
+                pending: dict[Future[dict[str, Any]], str] = {
+                    pool.submit(_run_one, dataclasses.asdict(cfg), resume): label for label, cfg, resume in jobs}
+                try:
+                    while pending:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            label = pending.pop(fut)
+                            done(label, fut.exception())
+                except KeyboardInterrupt:
+                    for fut in pending:
+                        fut.cancel()
+                    raise
+    finally:
+        bar.close()
+    return errors
+
+
+def _execute_ray(jobs: list[tuple[str, Any, bool]], spec: CompareSpec,
+                 done: Callable[[str, BaseException | None], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs the `ray` package, which is not installed; install the cluster extra "
+                         "(pip install 'microfarm[cluster]') or run without --ray") from None
+    try:
+        ray.init(address=spec.ray, ignore_reinit_error=True, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001  (ConnectionError and Ray's own errors)
+        raise UsageError(f"cannot connect to the Ray cluster at {spec.ray!r}: {e}") from None
+    remote = ray.remote(_run_one)
+    refs = {}
+    for label, cfg, resume in jobs:  # absolute paths: a Ray worker's current folder is not ours
+        cfg = dataclasses.replace(cfg, out=Path(cfg.out).resolve(), **{
+            k: Path(getattr(cfg, k)).resolve() for k in ("encoder", "dataset") if getattr(cfg, k) is not None})
+        ref = remote.options(num_cpus=max(1, int(cfg.threads))).remote(dataclasses.asdict(cfg), resume)
+        refs[ref] = (label, cfg)
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            label, cfg = refs.pop(ref)
+            try:
+                res = ray.get(ref)
+            except Exception as e:  # noqa: BLE001
+                done(label, e)
+                continue
+            out = Path(cfg.out)  # without a shared filesystem the run's files stayed on its node
+            for name, key in (("metrics.csv", "metrics"), ("summary.json", "summary")):
+                if not (out / name).is_file():
+                    atomic_write_text(out / name, res[key])
+            done(label, None)
+
+
+# -- aggregation --------------------------------------------------------------------------------------
+def _read_metrics(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols: dict[str, list[float]] = {}
+    for r in rows:
+        for k, v in r.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def rise(cols: dict[str, list[float]]) -> list[float]:
+    """Per log: mean over regions of (regional forward test MSE - its lowest value so far)."""
+    import numpy as np
+
+    keys = [k for k in cols if k.startswith("fwd_mse_r")]
+    if not keys:
+        keys = ["fwd_mse"]
+    reg = np.array([cols[k] for k in keys], dtype=float)  # (R, T)
+    best = np.fmin.accumulate(reg, axis=1)
+    return np.nanmean(reg - best, axis=0).tolist()
+
+
+def _time_avg(x: Any, y: Any) -> float:
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return float(y[-1]) if len(y) else math.nan
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+TABLE_METRICS = ("fwd_mse_final", "fwd_mse_auc", "inv_mse_final", "inv_mse_auc", "area_final",
+                 "forgetting_auc", "forgetting_max", "rise_auc", "wall_s")
+
+
+def _run_measures(cols: dict[str, list[float]], summary: dict[str, Any]) -> dict[str, float]:
+    it = cols["iteration"]
+    return {"fwd_mse_final": cols["fwd_mse"][-1], "fwd_mse_auc": _time_avg(it, cols["fwd_mse"]),
+            "inv_mse_final": cols["inv_mse"][-1], "inv_mse_auc": _time_avg(it, cols["inv_mse"]),
+            "area_final": cols["area"][-1], "forgetting_auc": _time_avg(it, cols["forgetting"]),
+            "forgetting_max": max(cols["forgetting"]), "rise_auc": _time_avg(it, cols["rise"]),
+            "wall_s": float(summary.get("wall_time_s", math.nan))}
+
+
+def aggregate(root: Path, conds: list[tuple[str, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+    """Per condition: ``n``, ``values``, per-run measures' mean/std, and mean/std curves over iterations."""
+    import numpy as np
+
+    result: dict[str, Any] = {}
+    for name, values in conds:
+        runs = []
+        for s in seeds:
+            d = root / "runs" / name / f"seed{s}"
+            if (d / "summary.json").is_file() and (d / "metrics.csv").is_file():
+                cols = _read_metrics(d / "metrics.csv")
+                if not cols.get("iteration"):
+                    continue
+                cols["rise"] = rise(cols)
+                runs.append((cols, json.loads((d / "summary.json").read_text())))
+        if not runs:
+            continue
+        n_it = min(len(c["iteration"]) for c, _ in runs)
+        it = np.array(runs[0][0]["iteration"][:n_it])
+        curves = {}
+        for k in CURVE_KEYS:
+            a = np.array([c[k][:n_it] for c, _ in runs], dtype=float)
+            curves[k] = (a.mean(0), a.std(0))
+        measures = [_run_measures(c, s) for c, s in runs]
+        stats = {m: (float(np.mean([x[m] for x in measures])), float(np.std([x[m] for x in measures])))
+                 for m in TABLE_METRICS}
+        result[name] = {"values": values, "n": len(runs), "iteration": it, "curves": curves, "stats": stats}
+    return result
+
+
+def _sig(x: float) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]:
+    """table.csv, table.md, curves.csv and figures/*.png in ``root``; returns the paths written."""
+    written = []
+    header = ["condition", *axes, "n"] + [f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "std")]
+    lines = [",".join(header)]
+    for name, a in agg.items():
+        vals = [_fmt(a["values"].get(k, "")) if k in a["values"] else "" for k in axes]
+        nums = [f"{a['stats'][m][i]:.6g}" for m in TABLE_METRICS for i in (0, 1)]
+        lines.append(",".join([f'"{name}"', *vals, str(a["n"]), *nums]))
+    atomic_write_text(root / "table.csv", "\n".join(lines) + "\n")
+    md_cols = ["condition", "n", "fwd MSE final", "fwd MSE AUC", "inv MSE final", "inv MSE AUC", "area final",
+               "forgetting AUC", "forgetting max", "rise AUC", "wall s"]
+    md = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
+    for name, a in agg.items():
+        cells = [f"`{name}`", str(a["n"])] + [f"{_sig(a['stats'][m][0])} ± {_sig(a['stats'][m][1])}"
+                                              for m in TABLE_METRICS]
+        md.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(root / "table.md", "\n".join(md) + "\n")
+    clines = ["condition,iteration," + ",".join(f"{k}_{s}" for k in CURVE_KEYS for s in ("mean", "std"))]
+    for name, a in agg.items():
+        for j, t in enumerate(a["iteration"]):
+            nums = [f"{a['curves'][k][i][j]:.6g}" for k in CURVE_KEYS for i in (0, 1)]
+            clines.append(",".join([f'"{name}"', str(int(t)), *nums]))
+    atomic_write_text(root / "curves.csv", "\n".join(clines) + "\n")
+    written += [root / "table.csv", root / "table.md", root / "curves.csv"]
+    if agg:
+        from robot.compare_plots import plot_curves
+
+        written += plot_curves(root / "figures", agg, CURVE_KEYS, CURVE_TITLES)
+    return written
+
+
+# -- command ------------------------------------------------------------------------------------------
+def cli(argv: list[str]) -> int:
+    """Parse the grid, run what is not finished, aggregate; 0 if every run finished, 1 if some failed."""
+    spec = parse_args(argv)
+    conds = conditions(spec)
+    out = next_run_dir("compare", spec.out)
+    jobs: list[tuple[str, Any, bool]] = []
+    cfgs = []
+    skipped = 0
+    for name, values in conds:
+        for s in spec.seeds:
+            run_dir = out / "runs" / name / f"seed{s}"
+            cfg = _make_config(spec, values, s, run_dir)
+            cfgs.append(cfg)
+            state = _status(cfg, run_dir)
+            if state == "done":
+                skipped += 1
+            else:
+                jobs.append((f"{name}/seed{s}", cfg, state == "resume"))
+    if jobs:
+        _check_encoders([c for _, c, _ in jobs])
+    grid = {"argv": list(argv), "axes": spec.axes, "fixed": spec.fixed, "seeds": spec.seeds,
+            "conditions": [{"name": n, "values": v} for n, v in conds]}
+    atomic_write_json(out / "compare.json", grid)
+    print(f"{len(conds)} conditions x {len(spec.seeds)} seeds = {len(cfgs)} runs; {skipped} finished already, "
+          f"{len(jobs)} to run " + (f"on Ray ({spec.ray})" if spec.ray else f"with {spec.workers} worker(s)"),
+          flush=True)
+    t0 = time.perf_counter()
+    errors = _execute(jobs, spec) if jobs else []
+    agg = aggregate(out, conds, spec.seeds)
+    write_report(out, agg, list(spec.axes))
+    print(f"runs finished in {time.perf_counter() - t0:.0f} s; table: {out / 'table.md'}; figures: {out / 'figures'}")
+    if errors:
+        print(f"{len(errors)} run(s) failed (re-run the same command to retry them):", file=sys.stderr)
+        for e in errors:
+            print(f"  {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,88 @@
+"""`microfarm eval-segmenter`: results JSON with the metric keys, the markdown table, the examples PNG,
+the same episodes for every method, and one-line exit-2 errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_episodes import make_dataset
+
+import microfarm
+import vision.evaluate as ve
+from models.guided_net import GuidedNet, save_guided_net
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ev")
+    data = make_dataset(root / "d", n=16, size=48)
+    torch.manual_seed(0)
+    weights = save_guided_net(GuidedNet(), root / "w.safetensors",
+                              extra={"fold": 1, "train_folds": [0, 2, 3], "imgsz": 48})
+    return data, weights
+
+
+def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
+    data, weights = setup
+    out = tmp_path / "ev"
+    rc = microfarm.main(["eval-segmenter", "--data", str(data), "--weights", str(weights), "--out", str(out),
+                         "--episodes", "4", "--shots", "1", "--shots", "2", "--imgsz", "48", "--examples", "3",
+                         "--no-progress", "--threads", "1"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["folds"]) == ["1"]  # the weights' held-out fold by default
+    assert res["shots"] == [1, 2]
+    assert res["methods"] == ["none", "dense", "meanfield", "exg_otsu", "histogram"]
+    for k in ("1", "2"):
+        for m in res["methods"]:
+            r = res["folds"]["1"][k][m]
+            assert set(r) >= {"miou", "fb_iou", "episodes", "class_iou"}
+            assert 0 <= r["miou"] <= 1 and 0 <= r["fb_iou"] <= 1 and r["episodes"] == 4
+            assert list(r["class_iou"]) == ["2"]  # fold 1 = species 2
+    assert set(res["seconds_per_frame"]) == set(res["methods"])
+    table = (out / "results.md").read_text()
+    assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table
+    assert (out / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "results.json" in capsys.readouterr().out
+
+
+def test_baselines_see_the_same_episodes_whatever_the_crfs(setup, tmp_path):
+    data, weights = setup
+    common = ["--data", str(data), "--weights", str(weights), "--episodes", "5", "--shots", "1", "--imgsz", "48",
+              "--examples", "0", "--no-progress", "--fold", "1"]
+    assert ve.cli([*common, "--out", str(tmp_path / "a"), "--crf", "off"]) == 0
+    assert ve.cli([*common, "--out", str(tmp_path / "b"), "--crf", "meanfield", "--crf-episodes", "2"]) == 0
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["folds"]["1"]["1"]
+    b_res = json.loads((tmp_path / "b" / "results.json").read_text())
+    b = b_res["folds"]["1"]["1"]
+    assert set(a) == {"none", "exg_otsu", "histogram"}
+    assert set(b) == {"none", "none_subset", "meanfield", "exg_otsu", "histogram"}
+    for m in ("none", "exg_otsu", "histogram"):
+        assert a[m]["miou"] == pytest.approx(b[m]["miou"])
+    assert b["meanfield"]["episodes"] == 2 and b["none_subset"]["episodes"] == 2
+    assert "first 2" in (tmp_path / "b" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--episodes", "0"], "--episodes"),
+    (["--crf", "bogus"], "--crf"),
+    (["--shots", "0"], "--shots"),
+    (["--fold", "9"], "--fold"),
+    (["--weights", "/no/such.safetensors"], "does not exist"),
+    (["--episodez", "3"], "did you mean --episodes"),
+])
+def test_bad_flags_exit_2_with_one_line(setup, tmp_path, argv, needle, capsys):
+    data, weights = setup
+    base = ["--data", str(data), "--out", str(tmp_path / "o"), "--no-progress"]
+    if "--weights" not in argv:
+        base += ["--weights", str(weights)]
+    assert microfarm.main(["eval-segmenter", *base, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_missing_data_flag_exits_2(capsys):
+    assert microfarm.main(["eval-segmenter"]) == 2
+    assert "--data is required" in capsys.readouterr().err

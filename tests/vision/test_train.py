@@ -1,0 +1,178 @@
+"""`microfarm train-segmenter`: learns on tiny data, writes its outputs, resumes exactly, stops on NaN,
+rejects bad flags; the training augmentation keeps images and masks aligned."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_episodes import make_dataset
+
+import microfarm
+import vision.train as vt
+from models.guided_net import GuidedNet, load_guided_net
+from vision.episodes import EpisodeSampler, SegmentationDataset
+from vision.metrics import SegmentationMetrics
+
+TINY = ["--imgsz", "48", "--threads", "1", "--batch", "4", "--shots", "2", "--augment", "none", "--workers", "0",
+        "--no-progress", "--min-pixels", "4", "--warmup", "5", "--val-episodes", "8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("seg") / "d", n=24)
+
+
+def _fb_iou(model: GuidedNet, root, folds, episodes: int = 24) -> float:
+    sampler = EpisodeSampler(SegmentationDataset(root), folds, shots=1, min_pixels=4, seed=99, size=48)
+    met = SegmentationMetrics()
+    model.eval()
+    with torch.no_grad():
+        for i in range(episodes):
+            ep = sampler.episode(i)
+            s = torch.from_numpy(np.stack(ep.support_images)).permute(0, 3, 1, 2).float().div(255)[None]
+            m = torch.from_numpy(np.stack(ep.support_masks)).float()[None, :, None]
+            q = torch.from_numpy(ep.query_image).permute(2, 0, 1).float().div(255)[None]
+            met.update(model(s, m, q).argmax(1)[0].numpy() == 1, ep.query_mask, ep.class_id)
+    return met.fb_iou()
+
+
+def test_training_beats_an_untrained_model_and_writes_outputs(data, tmp_path):
+    out = tmp_path / "run"
+    rc = vt.cli(["--data", str(data), "--out", str(out), "--steps", "60", "--lr", "3e-3", "--val-every", "30",
+                 "--save-every", "30", *TINY])
+    assert rc == 0
+    for name in ("config.json", "log.csv", "loss.png", "val_miou.png", "summary.json", "weights.safetensors",
+                 "checkpoint/model.safetensors", "checkpoint/optimizer.pt", "checkpoint/state.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 61))
+    assert rows[29]["val_miou"] and rows[59]["val_miou"] and not rows[10]["val_miou"]
+    opt_state = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)
+    assert "state" in opt_state and "param_groups" in opt_state
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 60 and summary["config"]["fold"] == 0
+    model, extra = load_guided_net(out / "weights.safetensors")
+    assert extra["fold"] == 0 and extra["train_folds"] == [1, 2, 3] and extra["imgsz"] == 48
+    torch.manual_seed(0)
+    fresh = GuidedNet()
+    trained_fb, fresh_fb = _fb_iou(model, data, [1, 2, 3]), _fb_iou(fresh, data, [1, 2, 3])
+    assert trained_fb > 0.5 and trained_fb > fresh_fb + 0.1, (trained_fb, fresh_fb)
+
+
+def test_resume_continues_exactly_from_the_checkpoint(data, tmp_path, monkeypatch):
+    args = ["--data", str(data), "--steps", "12", "--save-every", "6", "--val-every", "0", *TINY]
+    vt.cli([*args, "--out", str(tmp_path / "straight")])
+
+    real_save = vt._save_checkpoint
+
+    def save_then_crash(ckpt, model, opt, step, cfg, extra):
+        real_save(ckpt, model, opt, step, cfg, extra)
+        if step == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(vt, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        vt.cli([*args, "--out", str(tmp_path / "crashed")])
+    monkeypatch.setattr(vt, "_save_checkpoint", real_save)
+    assert json.loads((tmp_path / "crashed" / "checkpoint" / "state.json").read_text())["step"] == 6
+    assert not (tmp_path / "crashed" / "weights.safetensors").exists()
+    assert vt.cli(["--resume", str(tmp_path / "crashed"), "--no-progress"]) == 0
+    rows = list(csv.DictReader((tmp_path / "crashed" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    a, _ = load_guided_net(tmp_path / "straight" / "weights.safetensors")
+    b, _ = load_guided_net(tmp_path / "crashed" / "weights.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-5), k
+    # a finished run cannot be resumed without more steps; with more it continues
+    assert microfarm.main(["train-segmenter", "--resume", str(tmp_path / "crashed"), "--no-progress"]) == 2
+    assert vt.cli(["--resume", str(tmp_path / "crashed"), "--steps", "14", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "crashed" / "summary.json").read_text())["steps"] == 14
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
+    real_loss = vt.seg_loss
+    calls = {"n": 0}
+
+    def loss_goes_nan(logits, target, dice):
+        calls["n"] += 1
+        loss = real_loss(logits, target, dice)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(vt, "seg_loss", loss_goes_nan)
+    out = tmp_path / "run"
+    rc = vt.cli(["--data", str(data), "--out", str(out), "--steps", "20", "--save-every", "3", "--val-every", "0",
+                 *TINY])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "loss became nan at step 5" in err and "last good checkpoint (step 3)" in err and "--lr" in err
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    model, extra = load_guided_net(out / "checkpoint" / "model.safetensors")
+    assert extra["step"] == 3
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert not (out / "weights.safetensors").exists()
+
+
+def test_backbone_weights_from_a_local_file(data, tmp_path):
+    from safetensors.torch import save_file
+
+    from models.backbones import build_backbone
+
+    sd = {k: v.clone() for k, v in build_backbone("compact").state_dict().items()}
+    path = tmp_path / "bb.safetensors"
+    save_file(sd, str(path))
+    out = tmp_path / "run"
+    assert vt.cli(["--data", str(data), "--out", str(out), "--steps", "1", "--backbone-weights", str(path),
+                   "--val-every", "0", *TINY]) == 0
+    assert (out / "weights.safetensors").is_file()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--stepz", "3"], "did you mean --steps"),
+    (["--fold", "7"], "--fold"),
+    ([], "--data is required"),
+    (["--imgsz", "50"], "--imgsz"),
+    (["--backbone", "nope"], "available"),
+    (["--lr", "-1"], "--lr"),
+    (["--augment", "extreme"], "choose one of"),
+    (["--backbone-weights", "/no/such/file.pt"], "does not exist"),
+    (["--resume", "/no/such/run"], "not a train-segmenter run"),
+])
+def test_bad_flags_exit_2_with_one_line(data, argv, needle, capsys):
+    base = [] if (not argv or argv[0] in ("--resume",)) else ["--data", str(data)]
+    if argv == []:
+        base = []
+    assert microfarm.main(["train-segmenter", *base, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_missing_dataset_exits_2(tmp_path, capsys):
+    assert microfarm.main(["train-segmenter", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "index.json" in capsys.readouterr().err
+
+
+def test_strong_augment_keeps_image_and_mask_aligned():
+    size = 64
+    img = np.full((96, 96, 3), (110, 80, 50), np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[30:60, 40:70] = 1
+    img[mask == 1] = (40, 200, 40)
+    for seed in range(20):
+        a, m = vt.strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
+        assert a.shape == (size, size, 3) and a.dtype == np.uint8 and m.shape == (size, size)
+        assert set(np.unique(m)) <= {0, 1} and m.any()
+        b, m2 = vt.strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
+        assert np.array_equal(a, b) and np.array_equal(m, m2)
+        # geometry is shared: the pixels inside the mask (the disc) differ from those outside (the soil)
+        g, inner = a.astype(float), m.astype(bool)
+        if inner.sum() > 30 and (~inner).sum() > 30:
+            assert np.abs(g[inner].mean(0) - g[~inner].mean(0)).max() > 15, seed
+    for mode in ("light", "none"):
+        a, m = vt.strong_augment(img, mask, np.random.default_rng(0), size, mode)
+        assert a.shape == (size, size, 3) and m.shape == (size, size)

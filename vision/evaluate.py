@@ -1,0 +1,272 @@
+"""`microfarm eval-segmenter`: the PASCAL-5i protocol on the held-out fold(s) of a rendered dataset.
+
+For each fold and shot count, ``--episodes`` episodes (deterministic: ``--seed``); on exactly the same
+episodes it scores the guided network without CRF, with the dense CRF (pydensecrf) and with the mean-field
+CRF (``models.crf``), and the two baselines of ``vision.baselines`` (excess green + Otsu, which ignores the
+support; colour-histogram back-projection from the support). Metrics: class-wise mIoU and FB-IoU
+(``vision.metrics``). Images are scored at the dataset's own size; the network sees ``--imgsz``.
+
+Writes into ``runs/eval-segmenter/<N>/`` (or ``--out``): ``results.json`` (every metric, per-class IoU,
+seconds per frame of each method, the config), ``results.md`` (the table) and ``examples.png`` (support,
+query, truth and every method's prediction for the first episodes of the first fold).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from vision.baselines import HistogramBackprojection, exg_otsu
+from vision.densecrf import CRFParams, dense_crf
+from vision.episodes import EpisodeSampler, SegmentationDataset
+from vision.metrics import SegmentationMetrics, binary_iou
+
+__all__ = ["EvalConfig", "evaluate", "cli", "METHODS", "markdown_table"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
+NET_METHODS = ("none", "dense", "meanfield")
+BASELINES = ("exg_otsu", "histogram")
+METHODS = NET_METHODS + BASELINES
+LABELS = {"none": "guided net", "none_subset": "guided net (on the CRF episodes)",
+          "dense": "guided net + dense CRF", "meanfield": "guided net + mean-field CRF",
+          "exg_otsu": "ExG + Otsu (baseline)", "histogram": "colour histogram (baseline)"}
+
+SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field", "exg_otsu": "ExG+Otsu",
+         "histogram": "histogram"}
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluate the few-shot segmenter on held-out class folds (class-wise mIoU, FB-IoU)."""
+
+    data: Path | None = dataclasses.field(default=None, metadata={
+        "help": "rendered segmentation dataset (`microfarm render --task segmentation`; required)"})
+    weights: Path | None = dataclasses.field(default=None, metadata={
+        "help": f"segmenter weights (default: the shipped {DEFAULT_WEIGHTS.name})"})
+    out: Path | None = dataclasses.field(default=None, metadata={
+        "help": "output folder (default runs/eval-segmenter/<N>)"})
+    fold: list[int] = dataclasses.field(default_factory=list, metadata={
+        "help": "held-out fold(s) to evaluate (default: the fold the weights were trained without)"})
+    shots: list[int] = dataclasses.field(default_factory=list, metadata={"help": "shot counts (default 1 and 5)"})
+    episodes: int = dataclasses.field(default=1000, metadata={"help": "episodes per fold and shot count"})
+    crf: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "CRF to score besides the network alone: dense or meanfield; 'off' for none (default: both)"})
+    crf_episodes: int = dataclasses.field(default=0, metadata={
+        "help": "score the CRFs on the first N episodes only (0: all); the table says so"})
+    baselines: bool = dataclasses.field(default=True, metadata={"help": "also score the two baselines"})
+    imgsz: int = dataclasses.field(default=256, metadata={"help": "network input side in pixels"})
+    min_pixels: int = dataclasses.field(default=64, metadata={"help": "min class pixels for a frame to be used"})
+    seed: int = dataclasses.field(default=12345, metadata={"help": "episode seed (same episodes for every method)"})
+    examples: int = dataclasses.field(default=6, metadata={"help": "rows of the examples.png grid (0: none)"})
+    device: str = dataclasses.field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
+    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> None:
+        if self.data is None:
+            raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
+        if self.episodes < 1:
+            raise UsageError(f"--episodes must be at least 1, got {self.episodes}")
+        bad = [k for k in self.shots if not 1 <= k <= 20]
+        if bad:
+            raise UsageError(f"--shots must be in 1..20, got {bad}")
+        bad = [f for f in self.fold if not 0 <= f <= 3]
+        if bad:
+            raise UsageError(f"--fold must be 0..3, got {bad}")
+        bad = [c for c in self.crf if c not in ("dense", "meanfield", "off")]
+        if bad:
+            raise UsageError(f"--crf {bad[0]!r} is not valid; choose dense, meanfield or off")
+        if self.crf_episodes < 0 or self.examples < 0 or self.threads < 0:
+            raise UsageError("--crf-episodes, --examples and --threads must be >= 0")
+        if not 16 <= self.imgsz <= 2048:
+            raise UsageError(f"--imgsz must be in 16..2048, got {self.imgsz}")
+        if self.device not in ("cpu", "cuda"):
+            raise UsageError(f"--device {self.device!r} is not valid; choose cpu or cuda")
+
+
+def _crfs(cfg: EvalConfig) -> list[str]:
+    if "off" in cfg.crf:
+        return []
+    return list(dict.fromkeys(cfg.crf)) if cfg.crf else ["dense", "meanfield"]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The results as a markdown table: one row per method, mIoU / FB-IoU per fold x shots (in %)."""
+    folds = sorted(results["folds"], key=int)
+    shots = results["shots"]
+    cols = [(f, k) for f in folds for k in shots]
+    multi = len(folds) > 1
+    head = [f"fold {f} {k}-shot mIoU / FB-IoU" for f, k in cols]
+    head += [f"mean {k}-shot mIoU" for k in shots] if multi else []
+    lines = ["| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
+    for m in results["methods"]:
+        cells = []
+        for f, k in cols:
+            r = results["folds"][f][str(k)].get(m)
+            cells.append(f"{100 * r['miou']:.1f} / {100 * r['fb_iou']:.1f}" if r else "-")
+        if multi:
+            for k in shots:
+                v = [results["folds"][f][str(k)][m]["miou"] for f in folds if m in results["folds"][f][str(k)]]
+                cells.append(f"{100 * np.mean(v):.1f}" if v else "-")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    n = {f"{f}/{k}": results["folds"][f][str(k)] for f, k in cols}
+    any_r = next(iter(n.values()))
+    eps = next(iter(any_r.values()))["episodes"]
+    note = f"\n{eps} episodes per fold and shot count"
+    crf_eps = results["config"].get("crf_episodes") or 0
+    if crf_eps and crf_eps < results["config"]["episodes"]:
+        note += f"; the CRF rows are on the first {crf_eps} of them (the other rows on all)"
+    note += f"; network input {results['config']['imgsz']}x{results['config']['imgsz']}, scored at the dataset's size."
+    sec = results.get("seconds_per_frame", {})
+    if sec:
+        note += (" Seconds per frame (network: the guide from the support plus the prediction, per episode; CRFs:"
+                 " the CRF alone; baselines: fit and predict): ")
+        note += ", ".join(f"{LABELS.get(m, m)} {v:.4f}" for m, v in sec.items()) + "."
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
+    """Run the evaluation of ``cfg``; writes results.json, results.md, examples.png into ``out``."""
+    import torch
+
+    from models.weights import WeightsError
+    from vision.predictor import FewShotSegmenter
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds = SegmentationDataset(cfg.data)  # type: ignore[arg-type]
+    weights = Path(cfg.weights) if cfg.weights is not None else DEFAULT_WEIGHTS
+    try:
+        from models.guided_net import load_guided_net
+
+        model, extra = load_guided_net(weights, cfg.device)
+    except WeightsError as e:
+        raise UsageError(str(e)) from None
+    folds = cfg.fold or [int(extra.get("fold", 0))]
+    bad = [f for f in folds if f >= len(ds.folds)]
+    if bad:
+        raise UsageError(f"fold(s) {bad} do not exist; the dataset has folds 0..{len(ds.folds) - 1}")
+    trained_on = extra.get("train_folds")
+    if trained_on is not None:
+        seen = sorted(set(folds) & set(trained_on))
+        if seen:
+            import warnings
+
+            warnings.warn(f"fold(s) {seen} were training folds of these weights: not a held-out score", stacklevel=2)
+    shots = sorted(set(cfg.shots)) or [1, 5]
+    crfs = _crfs(cfg)
+    methods = ["none", *crfs, *(BASELINES if cfg.baselines else ())]
+    crf_n = cfg.crf_episodes or cfg.episodes
+    if crfs and crf_n < cfg.episodes:
+        methods.insert(1, "none_subset")  # the network alone on the CRF's episodes: the CRF's gain is against it
+    seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device)
+    params = CRFParams()
+    meanfield = params.meanfield().to(seg.device).eval() if "meanfield" in crfs else None
+
+    results: dict[str, Any] = {"folds": {}}
+    seconds = dict.fromkeys(methods, 0.0)
+    frames = dict.fromkeys(methods, 0)
+    rows: list[dict[str, Any]] = []
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(folds) * len(shots) * cfg.episodes, desc="eval-segmenter", unit="episode",
+                   dynamic_ncols=True)
+    t_all = time.perf_counter()
+    try:
+        for fold in folds:
+            results["folds"][str(fold)] = {}
+            for k in shots:
+                sampler = EpisodeSampler(ds, [fold], shots=k, min_pixels=cfg.min_pixels, seed=cfg.seed + fold)
+                mets = {m: SegmentationMetrics() for m in methods}
+                for i in range(cfg.episodes):
+                    ep = sampler.episode(i)
+                    q, truth = ep.query_image, ep.query_mask.astype(bool)
+                    preds: dict[str, np.ndarray] = {}
+                    t = time.perf_counter()
+                    seg.set_support(ep.support_images, ep.support_masks)
+                    fg, _ = seg.predict(q)
+                    seconds["none"] += time.perf_counter() - t
+                    frames["none"] += 1
+                    preds["none"] = fg >= 0.5
+                    if i < crf_n:
+                        if "none_subset" in methods:
+                            preds["none_subset"] = preds["none"]
+                        if "dense" in crfs:
+                            t = time.perf_counter()
+                            preds["dense"] = dense_crf(np.stack([1.0 - fg, fg]), q, params)[1] >= 0.5
+                            seconds["dense"] += time.perf_counter() - t
+                            frames["dense"] += 1
+                        if meanfield is not None:
+                            t = time.perf_counter()
+                            with torch.inference_mode():
+                                p = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(seg.device)
+                                img = torch.from_numpy(q).to(seg.device).permute(2, 0, 1)[None].float()
+                                preds["meanfield"] = meanfield(p, img)[0, 1].cpu().numpy() >= 0.5
+                            seconds["meanfield"] += time.perf_counter() - t
+                            frames["meanfield"] += 1
+                    if cfg.baselines:
+                        t = time.perf_counter()
+                        preds["exg_otsu"] = exg_otsu(q)
+                        seconds["exg_otsu"] += time.perf_counter() - t
+                        t = time.perf_counter()
+                        hist = HistogramBackprojection().fit(ep.support_images, ep.support_masks)
+                        preds["histogram"] = hist.predict(q)
+                        seconds["histogram"] += time.perf_counter() - t
+                        frames["exg_otsu"] += 1
+                        frames["histogram"] += 1
+                    for m, p in preds.items():
+                        mets[m].update(p, truth, ep.class_id)
+                    if len(rows) < cfg.examples and fold == folds[0] and k == shots[0] and len(preds) == len(methods):
+                        shown = [m for m in methods if m != "none_subset"]
+                        rows.append({"support": ep.support_images[0], "support_mask": ep.support_masks[0], "query": q,
+                                     "truth": truth, "preds": {SHORT[m]: preds[m] for m in shown},
+                                     "ious": {SHORT[m]: binary_iou(preds[m], truth) for m in shown},
+                                     "title": f"{_species_name(ds, ep.class_id)}, {k}-shot"})
+                    if bar is not None:
+                        bar.update(1)
+                results["folds"][str(fold)][str(k)] = {m: mets[m].summary() for m in methods if mets[m].episodes}
+    finally:
+        if bar is not None:
+            bar.close()
+    results["shots"] = shots
+    results["methods"] = methods
+    results["seconds_per_frame"] = {m: seconds[m] / frames[m] for m in methods if frames[m]}
+    results["seconds"] = time.perf_counter() - t_all
+    results["weights"] = str(weights)
+    results["weights_extra"] = extra
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    results["config"]["crf_episodes"] = min(crf_n, cfg.episodes)
+    if "none_subset" in methods:
+        results["note"] = (f"CRF rows use the first {crf_n} episodes; compare them with 'none_subset' (the network "
+                           "alone on those episodes) for the CRF's gain")
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", markdown_table(results))
+    if rows:
+        from vision.plots import example_grid
+
+        example_grid(out / "examples.png", rows)
+    return results
+
+
+def _species_name(ds: SegmentationDataset, cid: int) -> str:
+    for s in ds.species:
+        if int(s.get("id", -1)) == int(cid):
+            return str(s.get("name", cid))
+    return str(cid)
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_config(EvalConfig, argv, prog="microfarm eval-segmenter")
+    cfg.validate()
+    out = next_run_dir("eval-segmenter", cfg.out)
+    res = evaluate(cfg, out)
+    print(markdown_table(res))
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (", examples.png" if cfg.examples else ""))
+    return 0

@@ -1,0 +1,583 @@
+"""`microfarm train-segmenter`: episodic few-shot training of the guided network on a rendered dataset.
+
+PASCAL-5i protocol: the species of three folds are the training classes, the fourth (``--fold``) is held
+out; every step draws ``--batch`` episodes of one shot count K (uniform in 1..``--shots``), each with K
+support frames and one query frame of one training class. Every image is strongly augmented on its own
+(``strong_augment``: geometry and a sim-to-real photometric pipeline). Loss: cross-entropy + soft Dice
+on the foreground. AdamW with warm-up and cosine decay.
+
+Writes into ``runs/train-segmenter/<N>/`` (or ``--out``): ``config.json``, ``log.csv`` (step, loss, lr,
+validation mIoU / FB-IoU, seconds), ``loss.png``, ``val_miou.png``, ``checkpoint/`` (``model.safetensors``,
+``optimizer.pt`` (a plain state dict, loads with ``torch.load(weights_only=True)``), ``state.json``; each
+written atomically, ``state.json`` last), ``weights.safetensors`` (the final model, for ``microfarm segment
+--weights``) and ``summary.json``. ``--resume DIR`` continues a run from its checkpoint with the run's own
+config (flags given on the command line override it, e.g. a larger ``--steps``).
+
+Data-parallel: under ``torchrun --nproc-per-node G -m microfarm train-segmenter ...`` (``WORLD_SIZE`` > 1)
+each process trains on its own episodes (``--batch`` per process), gradients are all-reduced by
+``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU), and rank 0 validates, logs and checkpoints.
+
+A non-finite loss stops training with exit code 1 and a message; the last good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microfarm import UsageError, atomic_path, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from vision.episodes import EpisodeSampler, SegmentationDataset, resize_pair
+
+__all__ = ["TrainConfig", "strong_augment", "train", "cli", "NonFiniteLossError"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Episodic few-shot training of the guided segmentation network on a rendered dataset."""
+
+    data: Path | None = dataclasses.field(default=None, metadata={
+        "help": "rendered segmentation dataset (`microfarm render --task segmentation`; required)"})
+    out: Path | None = dataclasses.field(default=None, metadata={
+        "help": "output folder (default runs/train-segmenter/<N>)"})
+    fold: int = dataclasses.field(default=0, metadata={"help": "held-out class fold (train on the other three)"})
+    shots: int = dataclasses.field(default=5, metadata={"help": "maximum support shots K (K drawn in 1..shots)"})
+    backbone: str = dataclasses.field(default="compact", metadata={
+        "help": "encoder: compact, vgg16, resnet18, mobilenet_v3_small"})
+    backbone_weights: Path | None = dataclasses.field(default=None, metadata={
+        "help": "local weights file for the backbone (.safetensors or a torch state dict); nothing downloads"})
+    hidden: int = dataclasses.field(default=64, metadata={"help": "channels of the fusion head"})
+    imgsz: int = dataclasses.field(default=128, metadata={"help": "training image side in pixels"})
+    steps: int = dataclasses.field(default=4000, metadata={"help": "optimiser steps in total"})
+    time_budget: float = dataclasses.field(default=0.0, metadata={
+        "help": "wall-clock budget in minutes (0: none): the LR schedule follows max(step/steps, time/budget) "
+                "and training stops when either runs out"})
+    batch: int = dataclasses.field(default=8, metadata={"help": "episodes per step (per process under torchrun)"})
+    lr: float = dataclasses.field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = dataclasses.field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup: int = dataclasses.field(default=100, metadata={"help": "linear warm-up steps"})
+    dice: float = dataclasses.field(default=0.5, metadata={"help": "weight of the soft Dice loss"})
+    ignore_heldout: bool = dataclasses.field(default=True, metadata={
+        "help": "pixels of held-out-fold species in training queries are ignored by the loss, not taught as "
+                "background"})
+    augment: Literal["strong", "light", "none"] = dataclasses.field(default="strong", metadata={
+        "help": "augmentation: strong (sim-to-real), light (geometry + mild colour), none"})
+    min_pixels: int = dataclasses.field(default=64, metadata={
+        "help": "a frame counts for a class if it holds at least this many of its pixels (at render size)"})
+    workers: int = dataclasses.field(default=1, metadata={"help": "data-loading worker processes (0: in-process)"})
+    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    val_every: int = dataclasses.field(default=250, metadata={"help": "validate every N steps (0: only at the end)"})
+    val_episodes: int = dataclasses.field(default=100, metadata={
+        "help": "1-shot held-out-fold episodes per validation"})
+    save_every: int = dataclasses.field(default=250, metadata={"help": "checkpoint every N steps"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of episodes, augmentation and initialisation"})
+    device: Literal["auto", "cpu", "cuda"] = dataclasses.field(default="auto", metadata={
+        "help": "torch device (auto: cuda if available)"})
+    resume: Path | None = dataclasses.field(default=None, metadata={
+        "help": "continue the run in this folder from its checkpoint (its config; given flags override)"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> None:
+        if self.data is None:
+            raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
+        if not 0 <= self.fold <= 3:
+            raise UsageError(f"--fold must be 0..3, got {self.fold}")
+        checks = [("shots", 1), ("steps", 1), ("batch", 1), ("hidden", 1), ("val_episodes", 1), ("save_every", 1)]
+        for name, lo in checks:
+            if getattr(self, name) < lo:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(self, name)}")
+        for name in ("workers", "threads", "val_every", "warmup", "min_pixels", "time_budget"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 32 <= self.imgsz <= 1024 or self.imgsz % 16:
+            raise UsageError(f"--imgsz must be a multiple of 16 in 32..1024, got {self.imgsz}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.dice < 0:
+            raise UsageError("--weight-decay and --dice must be >= 0")
+        from models.backbones import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise UsageError(f"unknown --backbone {self.backbone!r}; available: {', '.join(BACKBONES)}")
+        if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
+            raise UsageError(f"--backbone-weights {str(self.backbone_weights)!r} does not exist (a local file)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda asked for but CUDA is not available; use --device cpu")
+
+
+IGNORE = 2  # target value of pixels the loss ignores (held-out species in training queries)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped (the last good checkpoint is kept)."""
+
+
+# -- augmentation -----------------------------------------------------------------------------------------
+def _affine(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,
+            zoom: tuple[float, float], rotate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Random zoom (output px per input px, log-uniform, relative to fitting the frame at ``size``),
+    rotation, flips and a crop centred near the foreground; image bilinear, mask nearest."""
+    h, w = mask.shape
+    fit = size / min(h, w)
+    scale = fit * math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    angle = float(rng.uniform(-180, 180)) if rotate else 0.0
+    ys, xs = np.nonzero(mask == 1)
+    if len(ys) and rng.random() < 0.8:  # centre on a foreground pixel, jittered
+        j = int(rng.integers(len(ys)))
+        half = size / scale / 2
+        cx = float(np.clip(xs[j] + rng.uniform(-0.6, 0.6) * half, 0, w - 1))
+        cy = float(np.clip(ys[j] + rng.uniform(-0.6, 0.6) * half, 0, h - 1))
+    else:
+        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    img = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    msk = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    if rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if rng.random() < 0.5:
+        img, msk = img[::-1], msk[::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def _photometric(img: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
+    """Colour and camera degradations of an (S,S,3) uint8 RGB image (the sim-to-real part)."""
+    hue = 12 if strong else 6
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-hue, hue)) % 180
+    hsv[..., 1] *= rng.uniform(0.5, 1.5) if strong else rng.uniform(0.8, 1.2)
+    x = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255.0
+    if not strong:
+        mean = x.mean()
+        x = (x - mean) * rng.uniform(0.85, 1.15) + mean * rng.uniform(0.85, 1.15)
+        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    s = x.shape[0]
+    x = x ** math.exp(rng.uniform(-0.4, 0.4))  # gamma
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.6, 1.4) + mean * rng.uniform(0.6, 1.4)  # contrast, brightness
+    x = x * rng.uniform(0.8, 1.2, size=3)  # white balance
+    if rng.random() < 0.3:  # uneven light: a linear gradient or a vignette
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s - 0.5
+        if rng.random() < 0.5:
+            a = rng.uniform(0, 2 * math.pi)
+            g = 1 + rng.uniform(0.2, 0.6) * (np.cos(a) * xx + np.sin(a) * yy)
+        else:
+            g = 1 - rng.uniform(0.2, 0.6) * (xx * xx + yy * yy) * 2
+        x = x * g[..., None]
+    if rng.random() < 0.1:
+        x = np.repeat(x @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(x.shape)
+    r = rng.random()
+    if r < 0.25:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.6))
+    elif r < 0.35:  # motion blur
+        k = int(rng.integers(3, 8))
+        ker = np.zeros((k, k), np.float32)
+        ker[k // 2] = 1.0 / k
+        ker = cv2.warpAffine(ker, cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0, 180), 1), (k, k))
+        x = cv2.filter2D(x, -1, ker / max(ker.sum(), 1e-6))
+    elif r < 0.5:  # low resolution
+        f = rng.uniform(0.35, 0.8)
+        lo = max(8, int(s * f))
+        x = cv2.resize(cv2.resize(x, (lo, lo), interpolation=cv2.INTER_AREA), (s, s), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0.005, 0.05), x.shape).astype(np.float32)
+    out = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if rng.random() < 0.4:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 90))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def strong_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,
+                   mode: str = "strong", need_fg: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one frame for training -> ((size,size,3) uint8 RGB, (size,size) uint8 {0,1}).
+
+    mode "strong": zoom 0.5-2.5x around fitting the frame, any rotation, flips, a crop near the foreground;
+    then hue +-24 deg, saturation 0.5-1.5, gamma, contrast, brightness, white balance, uneven light, random
+    grayscale, Gaussian/motion blur or low resolution, sensor noise, JPEG (quality 15-90).
+    "light": zoom 0.75-1.5, right-angle rotations, flips, mild colour. "none": resize only.
+    ``need_fg``: retry the geometry (3 times, then fall back to the whole frame) so the mask keeps foreground.
+    The mask may hold 2 (ignore) besides 0 and 1; it is warped with nearest neighbour like the rest.
+    """
+    if mode == "none":
+        return resize_pair(image, mask, size)
+    strong = mode == "strong"
+    zoom = (0.5, 2.5) if strong else (0.75, 1.5)
+    for _ in range(3):
+        img, msk = _affine(image, mask, rng, size, zoom, rotate=strong)
+        if not need_fg or (msk == 1).any():
+            break
+    else:
+        img, msk = resize_pair(image, mask, size)
+    if not strong:
+        k = int(rng.integers(4))
+        img, msk = np.ascontiguousarray(np.rot90(img, k)), np.ascontiguousarray(np.rot90(msk, k))
+    return _photometric(img, rng, strong), msk
+
+
+# -- episodes ---------------------------------------------------------------------------------------------
+class EpisodeData(torch.utils.data.Dataset):
+    """Item ``i`` -> one augmented training episode; ``i // per_step`` is the step, which fixes K."""
+
+    def __init__(self, dataset: SegmentationDataset, folds: list[int], cfg: TrainConfig, per_step: int) -> None:
+        self.cfg, self.per_step = cfg, per_step
+        shots = [k for k in range(1, cfg.shots + 1)]
+        self.samplers = {}
+        for k in shots:
+            try:
+                self.samplers[k] = EpisodeSampler(dataset, folds, shots=k, min_pixels=cfg.min_pixels,
+                                                  seed=cfg.seed + 1000 * k, size=None, augment=False)
+            except UsageError:
+                if k == 1:
+                    raise
+        self.ks = sorted(self.samplers)
+        self.dataset = dataset
+        self.ignore = sorted(set(dataset.fold_classes(range(len(dataset.folds)))) - set(dataset.fold_classes(folds)))
+
+    def __len__(self) -> int:
+        return self.cfg.steps * self.per_step
+
+    def shots_of(self, step: int) -> int:
+        return self.ks[int(np.random.default_rng([self.cfg.seed, step, 11]).integers(len(self.ks)))]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.shots_of(i // self.per_step)
+        ep = self.samplers[k].episode(i)
+        rng = np.random.default_rng([self.cfg.seed, i, 23])
+        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True)
+               for im, m in zip(ep.support_images, ep.support_masks, strict=True)]
+        qmask = ep.query_mask
+        if self.cfg.ignore_heldout and self.ignore:
+            qmask = qmask.copy()
+            qmask[np.isin(self.dataset.species_mask(ep.frames[-1]), self.ignore)] = IGNORE
+        q, qm = strong_augment(ep.query_image, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True)
+        s = torch.from_numpy(np.stack([a for a, _ in sup])).permute(0, 3, 1, 2)  # [K,3,S,S] uint8
+        sm = torch.from_numpy(np.stack([b for _, b in sup]))[:, None]  # [K,1,S,S] uint8
+        return s, sm, torch.from_numpy(q).permute(2, 0, 1), torch.from_numpy(qm)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of item indices for steps ``start..steps-1`` of this process (rank) of ``world``."""
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        per_step = self.batch * self.world
+        for step in range(self.start, self.steps):
+            base = step * per_step + self.rank * self.batch
+            yield list(range(base, base + self.batch))
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice: float) -> torch.Tensor:
+    """Cross-entropy + ``dice`` x soft Dice of the foreground. logits [B,2,H,W], target [B,H,W] long in
+    {0, 1, IGNORE}; IGNORE pixels count in neither term."""
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    if dice <= 0:
+        return ce
+    valid = (target != IGNORE).float()
+    p = torch.softmax(logits, 1)[:, 1] * valid
+    t = (target == 1).float()
+    inter = (p * t).sum((1, 2))
+    d = 1 - (2 * inter + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
+    return ce + dice * d.mean()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, device: torch.device) -> dict[str, float]:
+    """1-shot (or the sampler's K) episodes at the sampler's size -> ``{"miou", "fb_iou"}``."""
+    from vision.metrics import SegmentationMetrics
+
+    was = model.training
+    model.eval()
+    met = SegmentationMetrics()
+    for i in range(episodes):
+        ep = sampler.episode(i)
+        s = torch.from_numpy(np.stack(ep.support_images)).permute(0, 3, 1, 2).float().div(255)[None]
+        m = torch.from_numpy(np.stack(ep.support_masks)).float()[None, :, None]
+        q = torch.from_numpy(ep.query_image).permute(2, 0, 1).float().div(255)[None]
+        logits = model(s.to(device), m.to(device), q.to(device))
+        met.update(logits.argmax(1)[0].cpu().numpy() == 1, ep.query_mask, ep.class_id)
+    model.train(was)
+    return {"miou": met.miou(), "fb_iou": met.fb_iou()}
+
+
+def _save_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                     cfg: TrainConfig, extra: dict[str, Any]) -> None:
+    from models.guided_net import save_guided_net
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_guided_net(model, ckpt / "model.safetensors", extra={**extra, "step": step})
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    with atomic_path(ckpt / "optimizer.pt") as tmp:
+        tmp.write_bytes(buf.getvalue())
+    atomic_write_json(ckpt / "state.json", {"step": step, "config": _cfg_json(cfg), **extra})
+
+
+def _cfg_json(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _progress(step: int, elapsed: float, cfg: TrainConfig) -> float:
+    """Fraction of the run done: steps, or wall-clock time when ``--time-budget`` is set (whichever is more)."""
+    frac = step / cfg.steps
+    if cfg.time_budget > 0:
+        frac = max(frac, elapsed / (60.0 * cfg.time_budget))
+    return frac
+
+
+def _lr_at(step: int, cfg: TrainConfig, frac: float | None = None) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 2% of ``lr`` over the run's progress."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    w = cfg.warmup / cfg.steps
+    f = step / cfg.steps if frac is None else frac
+    t = (f - w) / max(1e-9, 1 - w)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0))))
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+LOG_FIELDS = ["step", "loss", "lr", "shots", "val_miou", "val_fb_iou", "seconds"]
+
+
+def _write_plots(out: Path, rows: list[dict[str, str]]) -> None:
+    from vision.plots import plot_curve
+
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    plot_curve(out / "loss.png", steps, [float(r["loss"]) for r in rows], "loss (CE + Dice)", "training loss",
+               smooth=min(50, max(2, len(rows) // 20)))
+    val = [(int(r["step"]), float(r["val_miou"])) for r in rows if r.get("val_miou")]
+    if val:
+        plot_curve(out / "val_miou.png", [v[0] for v in val], [v[1] for v in val], "mIoU (held-out fold, 1-shot)",
+                   "validation mIoU")
+
+
+def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """Train per ``cfg`` into ``out`` (resuming from ``out/checkpoint`` if ``cfg.resume``); returns the summary."""
+    from models.guided_net import GuidedNet, GuidedNetConfig, load_guided_net
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    distributed = world > 1
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if distributed:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    else:
+        device = torch.device("cuda" if use_cuda else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    main_proc = rank == 0
+
+    ds = SegmentationDataset(cfg.data)  # type: ignore[arg-type]
+    if len(ds.folds) < 2:
+        raise UsageError(f"dataset {str(cfg.data)!r} has {len(ds.folds)} folds; need at least 2")
+    if cfg.fold >= len(ds.folds):
+        raise UsageError(f"--fold {cfg.fold} does not exist; the dataset has folds 0..{len(ds.folds) - 1}")
+    train_folds = [f for f in range(len(ds.folds)) if f != cfg.fold]
+    data = EpisodeData(ds, train_folds, cfg, cfg.batch * world)
+    val_sampler = EpisodeSampler(ds, [cfg.fold], shots=1, min_pixels=cfg.min_pixels, seed=cfg.seed + 777,
+                                 size=cfg.imgsz)
+
+    torch.manual_seed(cfg.seed)
+    ckpt = out / "checkpoint"
+    start = 0
+    model = GuidedNet(GuidedNetConfig(backbone=cfg.backbone, hidden=cfg.hidden), cfg.backbone_weights)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.resume is not None:
+        state_path = ckpt / "state.json"
+        if not state_path.is_file():
+            raise UsageError(f"nothing to resume in {str(out)!r}: no checkpoint/state.json")
+        state = json.loads(state_path.read_text())
+        loaded, _ = load_guided_net(ckpt / "model.safetensors")
+        if loaded.config != model.config:
+            raise UsageError(f"the checkpoint's model ({loaded.config}) differs from the config's ({model.config})")
+        model.load_state_dict(loaded.state_dict())
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        start = int(state["step"])
+        if start >= cfg.steps:
+            raise UsageError(f"the run in {str(out)!r} already reached step {start}; pass a larger --steps")
+    model.to(device).train()
+    for st in opt.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+    net: torch.nn.Module = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None)
+
+    loader = torch.utils.data.DataLoader(
+        data, batch_sampler=_StepBatches(start, cfg.steps, cfg.batch, rank, world), num_workers=cfg.workers,
+        persistent_workers=False, pin_memory=use_cuda)
+    log_path = out / "log.csv"
+    rows = [r for r in _read_log(log_path) if int(r["step"]) <= start] if main_proc else []
+    t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
+    extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
+             "augment": cfg.augment}
+    last_val: dict[str, float] = {}
+    bar = None
+    if main_proc and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train-segmenter", unit="step", dynamic_ncols=True)
+    step = start
+    last_good = start if cfg.resume is not None else None
+    try:
+        for step, (s, sm, q, qm) in enumerate(loader, start):
+            frac = _progress(step, time.perf_counter() - t0, cfg)
+            if distributed and cfg.time_budget > 0:  # every rank follows rank 0's clock
+                import torch.distributed as dist
+
+                ft = torch.tensor([frac], device=device)
+                dist.broadcast(ft, 0)
+                frac = float(ft.item())
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg, frac)
+            s = s.to(device, non_blocking=True).float().div_(255)
+            sm = sm.to(device, non_blocking=True).float()
+            q = q.to(device, non_blocking=True).float().div_(255)
+            qm = qm.to(device, non_blocking=True).long()
+            logits = net(s, sm, q)
+            loss = seg_loss(logits, qm, cfg.dice)
+            if not torch.isfinite(loss):
+                where = (f"the last good checkpoint (step {last_good}) is kept in {str(ckpt)!r}"
+                         if last_good is not None else "no checkpoint had been written yet")
+                raise NonFiniteLossError(f"loss became {loss.item()} at step {step}; stopped, {where}; "
+                                         f"lower --lr (now {cfg.lr}) or resume with --resume {out}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            done = step + 1
+            out_of_time = cfg.time_budget > 0 and frac >= 1.0
+            final = done == cfg.steps or out_of_time
+            val = {}
+            if main_proc and ((cfg.val_every and done % cfg.val_every == 0) or final):
+                val = validate(model, val_sampler, cfg.val_episodes, device)
+                last_val = val
+            if main_proc:
+                rows.append({"step": str(done), "loss": f"{loss.item():.5f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
+                             "shots": str(s.shape[1]), "val_miou": f"{val['miou']:.4f}" if val else "",
+                             "val_fb_iou": f"{val['fb_iou']:.4f}" if val else "",
+                             "seconds": f"{time.perf_counter() - t0:.1f}"})
+                if bar is not None:
+                    post = {"loss": f"{loss.item():.3f}"}
+                    if last_val:
+                        post["val_mIoU"] = f"{last_val['miou']:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                if done % cfg.save_every == 0 or final:
+                    _flush_log(log_path, rows)
+                    _save_checkpoint(ckpt, model, opt, done, cfg, extra)
+                    last_good = done
+                    if val or final:
+                        _write_plots(out, rows)
+            if out_of_time:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        if main_proc and rows:
+            _flush_log(log_path, rows)
+            _write_plots(out, rows)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    summary: dict[str, Any] = {}
+    if main_proc:
+        from models.guided_net import save_guided_net
+
+        secs = float(rows[-1]["seconds"]) if rows else 0.0
+        summary = {"steps": int(rows[-1]["step"]) if rows else start, "seconds": secs,
+                   "final_loss": float(rows[-1]["loss"]) if rows else None,
+                   "val_miou": last_val.get("miou"), "val_fb_iou": last_val.get("fb_iou"),
+                   "world_size": world, "device": str(device), "config": _cfg_json(cfg)}
+        save_guided_net(model, out / "weights.safetensors",
+                        extra={**extra, "steps": summary["steps"], "val_miou": last_val.get("miou")})
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _flush_log(path: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _given_fields(argv: list[str]) -> set[str]:
+    """Config field names whose flags appear in ``argv`` (``--foo-bar``, ``--no-foo-bar``, ``--foo-bar=x``)."""
+    names = set()
+    for a in argv:
+        if a.startswith("--"):
+            n = a[2:].split("=", 1)[0]
+            names.add(n.replace("-", "_"))
+            if n.startswith("no-"):
+                names.add(n[3:].replace("-", "_"))
+    return names
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_config(TrainConfig, argv, prog="microfarm train-segmenter")
+    if cfg.resume is not None:
+        run = Path(cfg.resume)
+        cfg_path = run / "config.json"
+        if not cfg_path.is_file():
+            raise UsageError(f"--resume {str(run)!r}: not a train-segmenter run (no config.json)")
+        saved = json.loads(cfg_path.read_text())
+        given = _given_fields(argv)
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        merged = {k: v for k, v in saved.items() if k in fields}
+        merged.update({k: getattr(cfg, k) for k in given if k in fields})
+        for k in ("data", "out", "backbone_weights", "resume"):
+            if merged.get(k) is not None:
+                merged[k] = Path(merged[k])
+        merged["out"], merged["resume"] = run, run
+        cfg = TrainConfig(**merged)
+    cfg.validate()
+    out = next_run_dir("train-segmenter", cfg.out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_json(out / "config.json", _cfg_json(cfg))
+    try:
+        summary = train(cfg, out)
+    except NonFiniteLossError as e:
+        print(f"microfarm train-segmenter: {e}", file=sys.stderr)
+        return 1
+    if summary:
+        val = summary.get("val_miou")
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; held-out fold {cfg.fold} 1-shot mIoU "
+              f"{val if val is None else round(val, 4)}; weights: {out / 'weights.safetensors'}")
+    return 0
