@@ -8,6 +8,7 @@ Writes into ``runs/segment/<N>/`` (or ``--out``): ``masks/<stem>.png`` per frame
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -152,7 +153,8 @@ def segment(cfg: SegmentConfig) -> Path:
 def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path:
     total = source.length if cfg.max_frames == 0 else min(cfg.max_frames, source.length or cfg.max_frames)
     bar = tqdm(total=total, desc="segment", unit="frame", disable=total is None)
-    writer, video_tmp = None, None
+    writer = None
+    files = contextlib.ExitStack()  # holds the overlay video's atomic temp path until the loop ends
     fractions: dict[str, float] = {}
     seconds, stopped, wall0 = 0.0, "end of source", time.perf_counter()
     window = "microfarm segment (q quits)"
@@ -167,8 +169,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
                 ov = overlay(frame, mask)
                 if cfg.save_overlay and source.is_video:
                     if writer is None:
-                        video_ctx = atomic_path(out / "overlay.mp4")
-                        video_tmp = video_ctx.__enter__()
+                        video_tmp = files.enter_context(atomic_path(out / "overlay.mp4"))
                         writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  source.fps / max(cfg.vid_stride, 1), ov.shape[1::-1])
                     writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
@@ -187,7 +188,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
         bar.close()
         if writer is not None:
             writer.release()
-            video_ctx.__exit__(None, None, None)
+        files.close()
         _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped)
     return out
 
