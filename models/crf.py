@@ -28,8 +28,12 @@ Approximations (documented, measured in ``tests/vision/test_crf.py`` against pyd
   result is upsampled bilinearly. Pixels further apart than the window never talk to each other, and
   colours are averaged over ``blur x blur`` blocks, so edges are a little softer than the dense CRF's.
 
-Everything is a fixed-size loop (iterations) of cumsum/unfold/exp/pool/resize ops, which unrolls
-when exported with ``torch.onnx.export(..., dynamo=True, opset_version=18)``.
+Everything is a fixed-size loop (iterations) of cumsum/conv/gather/exp/pool/resize ops, which unrolls
+when exported with ``torch.onnx.export(..., dynamo=True, opset_version=18)``. The bilateral weights are
+computed (and normalised) once per call; each iteration's bilateral message is then a window gather (a one-hot
+column-shift convolution and one gather of whole rows, not F.unfold, whose per-element gathers are slow in ONNX
+Runtime) times the weights, summed by a 1x1 convolution. Under ONNX export the Gaussian's box filters are
+AveragePool ops instead of cumulative sums (the same filter; CumSum is slow in ONNX Runtime, pooling in torch).
 """
 
 from __future__ import annotations
@@ -100,18 +104,31 @@ class MeanFieldCRF(nn.Module):
         self.eps = float(eps)
         self.gauss_stride = int(gauss_stride)
         self.boxes = _box_widths(float(gaussian_sxy) / self.gauss_stride)
-        # spatial part of the bilateral kernel for each window offset, at the pooled resolution
-        r = self.window // 2
+        # spatial part of the bilateral kernel for each window offset, at the pooled resolution, in the order
+        # of ``_window``'s channels: column offset major, row offset minor
+        r, k = self.window // 2, self.window
         s = self.bilateral_sxy / self.blur
-        offs = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]  # F.unfold's order
+        offs = [(dy, dx) for dx in range(-r, r + 1) for dy in range(-r, r + 1)]
         spatial = torch.tensor([-(dy * dy + dx * dx) / (2.0 * s * s) for dy, dx in offs], dtype=torch.float32)
-        self.register_buffer("spatial", spatial.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("spatial", spatial.view(1, 1, -1, 1, 1), persistent=False)
+        # one-hot 1 x window kernels: channel j of the convolution is the map shifted by j - r columns
+        shift = torch.eye(k, dtype=torch.float32).view(k, 1, 1, k)
+        self.register_buffer("shift_x", shift, persistent=False)
+        # the window sum as a 1x1 convolution (a GEMM): ReduceSum over a middle axis is slow in ONNX Runtime
+        self.register_buffer("ones", torch.ones(1, k * k, 1, 1), persistent=False)
 
     # -- kernels ---------------------------------------------------------------------------------------
     def _gauss(self, x: Tensor) -> Tensor:
-        """Normalised Gaussian smoothing of ``x`` [N,C,H,W]: three box filters (border-normalised)."""
+        """Normalised Gaussian smoothing of ``x`` [N,C,H,W]: three box filters (border-normalised).
+
+        Eager torch runs each box as a row and a column cumulative sum (faster than a stride-1 average pool
+        there); the ONNX export as one border-normalised AveragePool (the same filter; about 5x faster than
+        CumSum in ONNX Runtime)."""
+        exporting = torch.onnx.is_in_onnx_export()
         for w in self.boxes:
-            if w > 1:  # separable: a row box, then a column box
+            if w > 1 and exporting:
+                x = F.avg_pool2d(x, w, 1, w // 2, count_include_pad=False)
+            elif w > 1:  # separable: a row box, then a column box
                 x = _box_mean(_box_mean(x, w, 3), w, 2)
         return x
 
@@ -120,47 +137,57 @@ class MeanFieldCRF(nn.Module):
             return x
         return F.avg_pool2d(x, self.blur, self.blur, ceil_mode=True, count_include_pad=False)
 
-    def _unfold(self, x: Tensor) -> Tensor:
-        """``x`` [N,C,h,w] -> its window neighbours [N,C,K,h*w] (zero padded), K = window^2."""
-        n, c = x.shape[0], x.shape[1]
-        return F.unfold(x, self.window, padding=self.window // 2).view(n, c, self.window ** 2, -1)
+    def _window(self, x: Tensor) -> Tensor:
+        """``x`` [N,C,h+2r,w+2r] (padded by r = window // 2) -> its window neighbours [N,C,K,h,w], K = window^2.
+
+        The column shifts are a one-hot convolution, the row shifts one gather of whole rows: in ONNX a Conv
+        and a Gather with contiguous blocks (F.unfold exports as per-element gathers and a transpose, slow in
+        ONNX Runtime); in torch about twice as fast as F.unfold too. Neighbour order: see ``spatial``."""
+        n, c, k = x.shape[0], x.shape[1], self.window
+        h, w = x.shape[2] - (k - 1), x.shape[3] - (k - 1)
+        cols = F.conv2d(x.reshape(n * c, 1, h + k - 1, w + k - 1), self.shift_x)  # [NC,k,h+2r,w]
+        rows = (torch.arange(k, device=x.device).view(k, 1) + torch.arange(h, device=x.device).view(1, h)).view(-1)
+        return cols.index_select(2, rows).view(n, c, k * k, h, w)
+
+    def _window_sum(self, x: Tensor) -> Tensor:
+        """``x`` [N,C,K,h,w] -> its sum over the window [N,C,h,w]."""
+        n, c, k2, h, w = x.shape
+        return F.conv2d(x.reshape(n * c, k2, h, w), self.ones).view(n, c, h, w)
 
     def _bilateral_weights(self, image: Tensor) -> Tensor:
-        """Kernel weights [N,1,K,h*w] between each pooled pixel and its K window neighbours (0 outside).
+        """Kernel weights [N,1,K,h,w] between each pooled pixel and its K window neighbours (0 outside), divided
+        by their sum (the kernel's row sum, self included), so that a message is a plain weighted sum.
 
         The image is padded with a colour far from any real one, so that neighbours outside it get weight 0.
         """
         img = self._pool(image) / self.bilateral_srgb
-        n = img.shape[0]
         r = self.window // 2
-        padded = F.pad(img, (r, r, r, r), value=1000.0)
-        nb = F.unfold(padded, self.window).view(n, 3, self.window ** 2, -1)  # [N,3,K,hw]
-        d = nb - img.reshape(n, 3, 1, -1)
-        e = -0.5 * (d * d).sum(1, keepdim=True) + self.spatial.view(1, 1, -1, 1)
+        d = self._window(F.pad(img, (r, r, r, r), value=1000.0)) - img.unsqueeze(2)  # [N,3,K,h,w]
+        e = -0.5 * (d[:, 0:1] * d[:, 0:1] + d[:, 1:2] * d[:, 1:2] + d[:, 2:3] * d[:, 2:3]) + self.spatial
         # weights below exp(-30) ~ 1e-13 (next to the self weight 1) are set to 0: exp of very negative
         # numbers makes denormal floats, which are about 15x slower on CPUs
-        return torch.exp(e.clamp_min(-30.0)) * (e > -30.0).to(e.dtype)
+        wts = torch.exp(e.clamp_min(-30.0)) * (e > -30.0).to(e.dtype)
+        return wts / self._window_sum(wts).unsqueeze(2)
 
     # -- inference -------------------------------------------------------------------------------------
     def forward(self, probs: Tensor, image: Tensor) -> Tensor:
         """probs [N,L,H,W] float32, image [N,3,H,W] float32 0..255 -> refined probs [N,L,H,W] float32."""
         h, w = probs.shape[-2], probs.shape[-1]
         logp = torch.log(probs.clamp_min(self.eps))
-        wts = self._bilateral_weights(image)  # [N,1,K,h'w']
-        bnorm = wts.sum(2)
+        wts = self._bilateral_weights(image)  # [N,1,K,h',w'], normalised
         q = probs
         n_labels = probs.shape[1]
         if n_labels == 2 and self.iterations > 0:
-            return self._two_labels(logp, wts, bnorm, h, w)
+            return self._two_labels(logp, wts, h, w)
         for _ in range(self.iterations):
             # Both filters are normalised (rows sum to 1) and Q sums to 1 over labels, so the messages sum
             # to 1 over labels too: filter the first L-1 labels only and get the last one as 1 - their sum.
-            m = self._message(q[:, : n_labels - 1], wts, bnorm, h, w)
+            m = self._message(q[:, : n_labels - 1], wts, h, w)
             last = (self.gaussian_compat + self.bilateral_compat) - m.sum(1, keepdim=True)
             q = torch.softmax(logp + torch.cat([m, last], 1), dim=1)
         return q
 
-    def _message(self, q: Tensor, wts: Tensor, bnorm: Tensor, h: int, w: int, stride: int | None = None) -> Tensor:
+    def _message(self, q: Tensor, wts: Tensor, h: int, w: int, stride: int | None = None) -> Tensor:
         """Weighted messages of label maps ``q`` [N,C,H,W] -> [N,C,H,W]: Gaussian + bilateral, each normalised.
 
         The Gaussian term runs at 1/``gauss_stride`` resolution (its sxy scaled alike); the bilateral term at
@@ -173,7 +200,8 @@ class MeanFieldCRF(nn.Module):
             ql = F.avg_pool2d(qh, b, b, ceil_mode=True, count_include_pad=False) if b > 1 else qh
         else:
             ql = self._pool(q)
-        acc = ((self._unfold(ql) * wts).sum(2) / bnorm).view(ql.shape)
+        r = self.window // 2
+        acc = self._window_sum(self._window(F.pad(ql, (r, r, r, r))) * wts)
         if acc.shape[-2:] != qh.shape[-2:]:
             acc = F.interpolate(acc, size=(qh.shape[-2], qh.shape[-1]), mode="bilinear", align_corners=False)
         m = self.gaussian_compat * self._gauss(qh) + self.bilateral_compat * acc
@@ -181,7 +209,7 @@ class MeanFieldCRF(nn.Module):
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         return m
 
-    def _two_labels(self, logp: Tensor, wts: Tensor, bnorm: Tensor, h: int, w: int) -> Tensor:
+    def _two_labels(self, logp: Tensor, wts: Tensor, h: int, w: int) -> Tensor:
         """The L = 2 case on one channel: softmax of two logits is the sigmoid of their difference, and the
         background message is (gaussian_compat + bilateral_compat) - the foreground's (normalised filters)."""
         d = logp[:, 1:2] - logp[:, 0:1] - (self.gaussian_compat + self.bilateral_compat)
@@ -189,7 +217,7 @@ class MeanFieldCRF(nn.Module):
         s = self.gauss_stride
         if s == 1 or self.blur % s:
             for _ in range(self.iterations):
-                q1 = torch.sigmoid(d + 2.0 * self._message(q1, wts, bnorm, h, w))
+                q1 = torch.sigmoid(d + 2.0 * self._message(q1, wts, h, w))
             return torch.cat([1.0 - q1, q1], 1)
         # all but the last iteration at 1/s resolution (the messages are smooth at that scale anyway);
         # the last one combines the upsampled message with the full-resolution unary
@@ -197,8 +225,8 @@ class MeanFieldCRF(nn.Module):
         qh = F.avg_pool2d(q1, s, s, ceil_mode=True, count_include_pad=False)
         hh, wh = qh.shape[-2], qh.shape[-1]
         for _ in range(self.iterations - 1):
-            qh = torch.sigmoid(dh + 2.0 * self._message(qh, wts, bnorm, hh, wh, stride=1))
-        m = self._message(qh, wts, bnorm, hh, wh, stride=1)
+            qh = torch.sigmoid(dh + 2.0 * self._message(qh, wts, hh, wh, stride=1))
+        m = self._message(qh, wts, hh, wh, stride=1)
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         q1 = torch.sigmoid(d + 2.0 * m)
         return torch.cat([1.0 - q1, q1], 1)

@@ -44,3 +44,32 @@ def test_meanfield_exports_to_onnx(tmp_path):
             ref = crf(p, im).numpy()
         got = sess.run(None, {"probs": p.numpy(), "image": im.numpy()})[0]
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_window_matches_unfold():
+    """The conv + row-gather window is F.unfold's (zero padded), neighbours column-offset major."""
+    crf = MeanFieldCRF(window=5)
+    x = torch.randn(2, 3, 9, 7)
+    got = crf._window(torch.nn.functional.pad(x, (2, 2, 2, 2)))  # [N,C,K,h,w], K ordered (dx, dy)
+    ref = torch.nn.functional.unfold(x, 5, padding=2).view(2, 3, 5, 5, 9, 7).transpose(2, 3).reshape(2, 3, 25, 9, 7)
+    assert torch.equal(got, ref)
+
+
+def test_meanfield_three_labels_export_matches_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    crf = MeanFieldCRF().eval()
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(2, 3, 48, 64, generator=g) * 2, 1)
+    im = torch.rand(2, 3, 48, 64, generator=g) * 255
+    path = tmp_path / "crf3.onnx"
+    dyn = {"probs": {0: "n", 2: "h", 3: "w"}, "image": {0: "n", 2: "h", 3: "w"}}
+    torch.onnx.export(crf, (p, im), str(path), dynamo=True, opset_version=18, external_data=False,
+                      input_names=["probs", "image"], output_names=["refined"], dynamic_shapes=dyn)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n, h, w in [(2, 48, 64), (1, 61, 45)]:
+        p = torch.softmax(torch.randn(n, 3, h, w, generator=g) * 2, 1)
+        im = torch.rand(n, 3, h, w, generator=g) * 255
+        with torch.no_grad():
+            ref = crf(p, im).numpy()
+        got = sess.run(None, {"probs": p.numpy(), "image": im.numpy()})[0]
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
