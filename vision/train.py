@@ -10,7 +10,8 @@ Writes into ``runs/train-segmenter/<N>/`` (or ``--out``): ``config.json``, ``log
 validation mIoU / FB-IoU, seconds), ``loss.png``, ``val_miou.png``, ``checkpoint/`` (``model.safetensors``,
 ``optimizer.pt`` (a plain state dict, loads with ``torch.load(weights_only=True)``), ``state.json``; each
 written atomically, ``state.json`` last), ``weights.safetensors`` (the final model, for ``microfarm segment
---weights``) and ``summary.json``. ``--resume DIR`` continues a run from its checkpoint with the run's own
+--weights``) and ``summary.json``. ``--init WEIGHTS`` starts a new run from a saved model (fine-tuning).
+``--resume DIR`` continues a run from its checkpoint with the run's own
 config (flags given on the command line override it, e.g. a larger ``--steps``).
 
 Data-parallel: under ``torchrun --nproc-per-node G -m microfarm train-segmenter ...`` (``WORLD_SIZE`` > 1)
@@ -87,6 +88,9 @@ class TrainConfig:
         "help": "torch device (auto: cuda if available)"})
     resume: Path | None = dataclasses.field(default=None, metadata={
         "help": "continue the run in this folder from its checkpoint (its config; given flags override)"})
+    init: Path | None = dataclasses.field(default=None, metadata={
+        "help": "start from these weights (a guided-net .safetensors, e.g. models/weights/segmenter.safetensors) "
+                "instead of a fresh model; a new run (new optimiser and schedule); ignored by --resume"})
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> None:
@@ -113,6 +117,8 @@ class TrainConfig:
             raise UsageError(f"unknown --backbone {self.backbone!r}; available: {', '.join(BACKBONES)}")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
             raise UsageError(f"--backbone-weights {str(self.backbone_weights)!r} does not exist (a local file)")
+        if self.init is not None and self.resume is None and not Path(self.init).is_file():
+            raise UsageError(f"--init {str(self.init)!r} does not exist (a guided-net .safetensors file)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda asked for but CUDA is not available; use --device cpu")
 
@@ -428,6 +434,17 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         start = int(state["step"])
         if start >= cfg.steps:
             raise UsageError(f"the run in {str(out)!r} already reached step {start}; pass a larger --steps")
+    elif cfg.init is not None:
+        from models.weights import WeightsError
+
+        try:
+            loaded, _ = load_guided_net(cfg.init)
+        except WeightsError as e:
+            raise UsageError(f"--init {str(cfg.init)!r}: {e}") from None
+        if loaded.config != model.config:
+            raise UsageError(f"--init {str(cfg.init)!r} holds a {loaded.config} model, but this run builds "
+                             f"{model.config}; match --backbone / --hidden")
+        model.load_state_dict(loaded.state_dict())
     model.to(device).train()
     for st in opt.state.values():
         for k, v in st.items():
@@ -444,7 +461,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     rows = [r for r in _read_log(log_path) if int(r["step"]) <= start] if main_proc else []
     t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
     extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
-             "augment": cfg.augment}
+             "augment": cfg.augment, **({"init": str(cfg.init)} if cfg.init is not None else {})}
     last_val: dict[str, float] = {}
     bar = None
     if main_proc and cfg.progress:
@@ -562,7 +579,7 @@ def cli(argv: list[str]) -> int:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         merged = {k: v for k, v in saved.items() if k in fields}
         merged.update({k: getattr(cfg, k) for k in given if k in fields})
-        for k in ("data", "out", "backbone_weights", "resume"):
+        for k in ("data", "out", "backbone_weights", "resume", "init"):
             if merged.get(k) is not None:
                 merged[k] = Path(merged[k])
         merged["out"], merged["resume"] = run, run

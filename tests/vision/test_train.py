@@ -132,6 +132,27 @@ def test_backbone_weights_from_a_local_file(data, tmp_path):
     assert (out / "weights.safetensors").is_file()
 
 
+def test_init_starts_from_saved_weights(data, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert vt.cli(["--data", str(data), "--out", str(first), "--steps", "3", "--val-every", "0", *TINY]) == 0
+    src, _ = load_guided_net(first / "weights.safetensors")
+    # a near-zero learning rate: the new run's model is the --init model, not a fresh one (seed 5)
+    out = tmp_path / "tuned"
+    assert vt.cli(["--data", str(data), "--out", str(out), "--steps", "1", "--lr", "1e-12", "--seed", "5",
+                   "--init", str(first / "weights.safetensors"), "--val-every", "0", *TINY]) == 0
+    tuned, extra = load_guided_net(out / "weights.safetensors")
+    assert extra["init"] == str(first / "weights.safetensors")
+    # parameters only: one training step updates BatchNorm's running statistics
+    for (k, va), vb in zip(src.named_parameters(), tuned.parameters(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
+    # a model of another shape is refused with one line
+    capsys.readouterr()
+    assert microfarm.main(["train-segmenter", "--data", str(data), "--out", str(tmp_path / "bad"), "--hidden", "32",
+                           "--init", str(first / "weights.safetensors"), "--steps", "1", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--init" in err, err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--stepz", "3"], "did you mean --steps"),
     (["--fold", "7"], "--fold"),
@@ -142,6 +163,7 @@ def test_backbone_weights_from_a_local_file(data, tmp_path):
     (["--augment", "extreme"], "choose one of"),
     (["--backbone-weights", "/no/such/file.pt"], "does not exist"),
     (["--resume", "/no/such/run"], "not a train-segmenter run"),
+    (["--init", "/no/such/weights.safetensors"], "does not exist"),
 ])
 def test_bad_flags_exit_2_with_one_line(data, argv, needle, capsys):
     base = [] if (not argv or argv[0] in ("--resume",)) else ["--data", str(data)]
