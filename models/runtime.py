@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from models.imageio import to_rgb8
+
 __all__ = ["BundleError", "Runtime", "OnnxSegmenter", "verify_bundle", "select_providers", "BUNDLE_FORMAT",
            "CONTRACT_KEY", "MODEL_NAMES", "PROVIDER_ORDER", "softmax_fg"]
 
@@ -298,7 +300,7 @@ class OnnxSegmenter:
     def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
         import cv2
 
-        rgb = _rgb8(image)
+        rgb = to_rgb8(image, BundleError)
         m = np.asarray(mask)
         m = (m[..., :3] != 0).any(axis=2) if m.ndim == 3 else m != 0
         if m.shape != rgb.shape[:2]:
@@ -320,7 +322,7 @@ class OnnxSegmenter:
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        rgb = _rgb8(frame)
+        rgb = to_rgb8(frame, BundleError)
         h, w = rgb.shape[:2]
         p = softmax_fg(self.rt.segment(self._input(rgb), self.guide_value()))
         if self.crf == "meanfield":
@@ -332,21 +334,3 @@ class OnnxSegmenter:
         fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
         return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)
 
-
-def _rgb8(image: np.ndarray) -> np.ndarray:
-    """(H,W), (H,W,1), (H,W,3), (H,W,4) uint8/uint16/float -> (H,W,3) uint8 RGB (as vision.predictor.to_rgb8)."""
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise BundleError(f"expected an image (H,W), (H,W,1), (H,W,3) or (H,W,4), got shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    if a.dtype == np.uint16:
-        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if a.dtype == bool:
-        return a.astype(np.uint8) * 255
-    return (np.clip(a.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
