@@ -380,16 +380,42 @@ def _time_avg(x: Any, y: Any) -> float:
 
 
 TABLE_METRICS = ("fwd_mse_final", "fwd_mse_auc", "inv_mse_final", "inv_mse_auc", "area_final",
-                 "forgetting_auc", "forgetting_max", "rise_auc", "wall_s")
+                 "forgetting_end", "forgetting_rel", "kept_change", "forgetting_auc", "rise_auc", "wall_s")
+TABLE_TITLES = ("fwd MSE final", "fwd MSE AUC", "inv MSE final", "inv MSE AUC", "area final", "forgetting end",
+                "forgetting rel", "kept-region change", "forgetting AUC", "rise AUC", "wall s")
 
 
 def _run_measures(cols: dict[str, list[float]], summary: dict[str, Any]) -> dict[str, float]:
-    it = cols["iteration"]
-    return {"fwd_mse_final": cols["fwd_mse"][-1], "fwd_mse_auc": _time_avg(it, cols["fwd_mse"]),
-            "inv_mse_final": cols["inv_mse"][-1], "inv_mse_auc": _time_avg(it, cols["inv_mse"]),
-            "area_final": cols["area"][-1], "forgetting_auc": _time_avg(it, cols["forgetting"]),
-            "forgetting_max": max(cols["forgetting"]), "rise_auc": _time_avg(it, cols["rise"]),
-            "wall_s": float(summary.get("wall_time_s", math.nan))}
+    """Per-run measures. With a forgetting probe (config ``leave_region`` R >= 0, ``leave_at`` T) the error and
+    area measures stop at T (the exploration proper) and the probe's come from the iterations after T:
+    forgetting_end = mean ``forgetting`` over the last LEAVE_BASELINE iterations, forgetting_rel = that over
+    R's baseline error, kept_change = the other regions' error change over the probe (plasticity)."""
+    import numpy as np
+
+    from robot.explore_state import LEAVE_BASELINE
+
+    cfg = summary.get("config", {})
+    region, leave_at = int(cfg.get("leave_region", -1)), int(cfg.get("leave_at", 0))
+    it = np.asarray(cols["iteration"], float)
+    col = {k: np.asarray(v, float) for k, v in cols.items()}
+    pre = it <= leave_at if region >= 0 and np.any(it <= leave_at) else np.ones(len(it), bool)
+    end = it > it[-1] - LEAVE_BASELINE
+    m = {"fwd_mse_final": col["fwd_mse"][pre][-1], "fwd_mse_auc": _time_avg(it[pre], col["fwd_mse"][pre]),
+         "inv_mse_final": col["inv_mse"][pre][-1], "inv_mse_auc": _time_avg(it[pre], col["inv_mse"][pre]),
+         "area_final": col["area"][pre][-1], "forgetting_end": float(np.mean(col["forgetting"][end])),
+         "forgetting_rel": math.nan, "kept_change": math.nan,
+         "forgetting_auc": _time_avg(it, col["forgetting"]), "rise_auc": _time_avg(it[pre], col["rise"][pre]),
+         "wall_s": float(summary.get("wall_time_s", math.nan))}
+    if region >= 0 and f"fwd_mse_r{region}" in col:
+        base = (it > leave_at - LEAVE_BASELINE) & (it <= leave_at)
+        regs = [r for r in range(4) if f"fwd_mse_r{r}" in col]
+        b = {r: float(np.nanmean(col[f"fwd_mse_r{r}"][base])) for r in regs}
+        e = {r: float(np.nanmean(col[f"fwd_mse_r{r}"][end])) for r in regs}
+        m["forgetting_rel"] = (e[region] - b[region]) / b[region] if b[region] > 0 else math.nan
+        m["kept_change"] = float(np.mean([e[r] - b[r] for r in regs if r != region]))
+        post = it > leave_at
+        m["forgetting_auc"] = _time_avg(it[post], col["forgetting"][post])
+    return m
 
 
 def aggregate(root: Path, conds: list[tuple[str, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
@@ -436,8 +462,7 @@ def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]
         nums = [f"{a['stats'][m][i]:.6g}" for m in TABLE_METRICS for i in (0, 1)]
         lines.append(",".join([f'"{name}"', *vals, str(a["n"]), *nums]))
     atomic_write_text(root / "table.csv", "\n".join(lines) + "\n")
-    md_cols = ["condition", "n", "fwd MSE final", "fwd MSE AUC", "inv MSE final", "inv MSE AUC", "area final",
-               "forgetting AUC", "forgetting max", "rise AUC", "wall s"]
+    md_cols = ["condition", "n", *TABLE_TITLES]
     md = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
     for name, a in agg.items():
         cells = [f"`{name}`", str(a["n"])] + [f"{_sig(a['stats'][m][0])} ± {_sig(a['stats'][m][1])}"

@@ -15,6 +15,11 @@ when no sample has fallen in it for ``forget_window`` iterations. For a left reg
 positions' forward MSE now minus that MSE at the last log while it was still visited; ``forgetting`` in the
 CSV is the mean over left regions (0 if none), ``regions_left`` their number, ``fwd_mse_r0..r3`` the
 per-region errors. The summary reports the mean and max of forgetting over the run.
+
+The forgetting probe (``--leave-region R --leave-at T``): after iteration T no command goes into quadrant R
+(random commands are redrawn, inverse-model commands moved to the nearest point outside it, path frames
+inside it are not learned), so exploration has *left* R; then ``forgetting`` = R's forward test MSE now minus
+its mean over the logs of the last 100 iterations up to T (``LEAVE_BASELINE``), and 0 up to T.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from microfarm import UsageError, next_run_dir
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
-from robot.explore_state import Tracker, load_checkpoint, save_checkpoint
+from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
 from robot.goals import make_goals
 from robot.interest import make_interest
 from robot.memory import EpisodicMemory
@@ -87,6 +92,8 @@ class ExploreConfig:
     encoder: Path | None = _f(None, "encoder weights (default models/weights/encoder.safetensors)")
     path_frames: bool = _f(False, "also learn from the frames along each move's path")
     forget_window: int = _f(200, "iterations without a visit after which a region counts as left")
+    leave_region: int = _f(-1, "forgetting probe: quadrant 0-3 that exploration leaves after --leave-at (-1: off)")
+    leave_at: int = _f(0, "forgetting probe: last iteration that may visit --leave-region")
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
     threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
@@ -127,7 +134,10 @@ def _validate(cfg: ExploreConfig) -> None:
               (0 <= cfg.random_prob <= 1, "--random-prob must be in [0, 1]"),
               (cfg.batch_size >= 1 and cfg.epochs >= 1, "--batch-size and --epochs must be >= 1"),
               (cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "--log-every/--checkpoint-every >= 1"),
-              (bool(cfg.hidden), "--hidden needs at least one layer")]
+              (bool(cfg.hidden), "--hidden needs at least one layer"),
+              (-1 <= cfg.leave_region <= 3, "--leave-region must be a quadrant 0-3 (or -1: no probe)"),
+              (cfg.leave_region < 0 or 0 < cfg.leave_at < cfg.steps,
+               "--leave-at must be between 1 and --steps - 1 when --leave-region is set")]
     for ok, msg in checks:
         if not ok:
             raise UsageError(msg)
@@ -210,7 +220,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                              temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
                              window=cfg.slope_window)
     st = _setup(cfg, robot, ae, out) if ckpt is None else ckpt["state"]
-    tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window)
+    tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window, cfg.leave_region, cfg.leave_at)
     recent_m, recent_c = np.zeros((0, D), np.float32), np.zeros((0, C), np.float32)
     if ckpt is not None:
         models.load_state_dict(ckpt["models"])
@@ -237,14 +247,19 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
         for t in bar:
             goal = interest.select(rng)
             random_cmd = cfg.goals == "random" or not memory.full or rng.random() < cfg.random_prob
+            leaving = cfg.leave_region if cfg.leave_region >= 0 and t > cfg.leave_at else -1
             if random_cmd:
                 cmd = rng.uniform(lo, hi).astype(np.float32)
+                while leaving >= 0 and region_of(cmd)[0] == leaving:
+                    cmd = rng.uniform(lo, hi).astype(np.float32)
             else:
                 cmd = models.predict_motor(goals[goal])[0] + rng.normal(0.0, cfg.noise, D)
-                cmd = np.clip(cmd, lo, hi).astype(np.float32)
+                cmd = leave_region_command(np.clip(cmd, lo, hi), leaving)
             sent = robot.send_action(cmd)
             obs = list(getattr(robot, "path_observations", None) or []) if cfg.path_frames else []
             obs = obs or [robot.get_observation()]
+            if leaving >= 0:  # nothing is learned inside the left region (path frames may cross it)
+                obs = [o for o in obs if region_of(o["motor"])[0] != leaving] or [robot.get_observation()]
             motors = np.stack([o["motor"] for o in obs]).astype(np.float32)
             codes = ae.encode_images(np.stack([o["image"] for o in obs]))
             position = motors[-1]

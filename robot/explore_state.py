@@ -22,7 +22,26 @@ from microfarm import UsageError, atomic_path
 __all__ = ["Tracker", "save_checkpoint", "load_checkpoint", "region_of", "N_REGIONS"]
 
 N_REGIONS = 4
+# iterations before --leave-at whose logged errors of the region to be left are averaged into the baseline
+LEAVE_BASELINE = 100
 _ARRAY = "__array__"
+
+
+def leave_region_command(cmd: np.ndarray, region: int, margin: float = 1e-3) -> np.ndarray:
+    """``cmd`` (D,) normalised, moved to the nearest point outside quadrant ``region`` (unchanged if outside).
+
+    The quadrant is a box of the first two axes split at 0.5 (see ``region_of``); the nearest outside point
+    moves the one coordinate that is closest to the split onto the split (+- ``margin`` to the outside).
+    """
+    out = np.array(cmd, np.float32, copy=True)
+    if region < 0 or region_of(out)[0] != region:
+        return out
+    axes = [0, 1] if len(out) > 1 else [0]
+    gaps = [abs(float(out[a]) - 0.5) for a in axes]
+    a = axes[int(np.argmin(gaps))]
+    high = (region >> a) & 1  # the region is on the high side of axis a: leave downwards
+    out[a] = 0.5 - margin if high else 0.5 + margin
+    return out
 
 
 def region_of(motor: np.ndarray) -> np.ndarray:
@@ -82,8 +101,11 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 class Tracker:
     """Explored positions, hull area, per-region forgetting and the metrics CSV (see robot.explore doc)."""
 
-    def __init__(self, motor_dim: int, n_goals: int, test_motor: np.ndarray, forget_window: int) -> None:
+    def __init__(self, motor_dim: int, n_goals: int, test_motor: np.ndarray, forget_window: int,
+                 leave_region: int = -1, leave_at: int = 0) -> None:
         self.D, self.n_goals, self.window = motor_dim, n_goals, forget_window
+        self.leave_region, self.leave_at = int(leave_region), int(leave_at)
+        self._leave_base: list[float] = []  # the left region's errors logged in the window before leave_at
         self.test_region = region_of(test_motor)
         self.last_visit = np.full(N_REGIONS, -(10**9), np.int64)
         self.baseline = np.full(N_REGIONS, np.nan)
@@ -120,6 +142,16 @@ class Tracker:
         self.baseline[~left] = reg[~left]
         forg = reg[left] - self.baseline[left]
         forg = forg[np.isfinite(forg)]
+        if self.leave_region >= 0:  # the probe: forgetting = the left region's error rise since leave_at
+            r = self.leave_region
+            if t <= self.leave_at:
+                if t > self.leave_at - LEAVE_BASELINE:
+                    self._leave_base.append(float(reg[r]))
+                forg = np.zeros(0)
+            else:
+                base = float(np.nanmean(self._leave_base)) if self._leave_base else np.nan
+                forg = np.array([reg[r] - base])
+            left = np.arange(N_REGIONS) == r if t > self.leave_at else np.zeros(N_REGIONS, bool)
         row: dict[str, float] = {"iteration": t, "fwd_mse": errs["fwd_mse"], "inv_mse": errs["inv_mse"],
                                  "area": self.area, "goal": goal, "random_cmd": int(random_cmd)}
         row.update({f"lp_{g}": float(v) for g, v in enumerate(lp)})
@@ -154,9 +186,11 @@ class Tracker:
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_visit": self.last_visit.copy(), "baseline": self.baseline.copy(),
+                "leave_base": np.asarray(self._leave_base, np.float64),
                 "positions": self.positions.copy(), "hull_pts": self.hull_pts.copy(), "area": self.area}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.last_visit, self.baseline = np.array(s["last_visit"]), np.array(s["baseline"])
         self.positions, self.hull_pts = np.array(s["positions"]), np.array(s["hull_pts"])
         self.area = float(s["area"])
+        self._leave_base = [float(v) for v in np.asarray(s.get("leave_base", np.zeros(0))).ravel()]

@@ -56,7 +56,7 @@ def test_grid_in_a_pool_writes_table_and_figures_then_resumes(tmp_path: Path, mo
     assert [r["condition"] for r in rows] == names
     assert {"goals", "memory_size", "n", "fwd_mse_final_mean", "fwd_mse_final_std", "fwd_mse_auc_mean",
             "inv_mse_final_mean", "inv_mse_auc_std", "area_final_mean", "forgetting_auc_mean",
-            "forgetting_max_mean", "rise_auc_mean", "wall_s_mean"} <= set(rows[0])
+            "forgetting_end_mean", "kept_change_mean", "rise_auc_mean", "wall_s_mean"} <= set(rows[0])
     assert all(r["n"] == "2" and np.isfinite(float(r["fwd_mse_auc_mean"])) for r in rows)
     assert float(rows[0]["area_final_mean"]) > 0
     md = (out / "table.md").read_text()
@@ -177,3 +177,23 @@ def test_ray_path_with_a_stand_in_ray(tmp_path: Path, monkeypatch: pytest.Monkey
     assert fake.address == "auto" and fake.cpus == [1]
     assert (out / "runs" / "default" / "seed0" / "summary.json").is_file()
     assert [r["condition"] for r in _table(out)] == ["default"]
+
+
+def test_probe_measures_stop_at_leave_at_and_read_the_left_region() -> None:
+    from robot.compare import _run_measures
+
+    it = np.arange(1, 401, dtype=float)
+    r0 = np.where(it <= 300, 1.0, 1.0 + (it - 300) / 100)  # the left region's error climbs to 2 after 300
+    r1 = np.where(it <= 300, 2.0, 1.5)  # a kept region improves
+    fwd = np.where(it <= 300, 0.5, 9.0)
+    cols = {"iteration": it, "fwd_mse": fwd, "inv_mse": fwd / 10, "area": it / 400, "rise": 0 * it,
+            "forgetting": np.where(it <= 300, 0.0, r0 - 1.0), "fwd_mse_r0": r0, "fwd_mse_r1": r1,
+            "fwd_mse_r2": r1, "fwd_mse_r3": r1}
+    m = _run_measures({k: list(v) for k, v in cols.items()},
+                      {"config": {"leave_region": 0, "leave_at": 300}, "wall_time_s": 3.0})
+    assert m["fwd_mse_final"] == 0.5 and m["area_final"] == 0.75  # at leave_at, not at the end
+    assert abs(m["forgetting_end"] - np.mean(r0[-100:] - 1.0)) < 1e-9
+    assert abs(m["forgetting_rel"] - m["forgetting_end"]) < 1e-9  # baseline error 1.0
+    assert m["kept_change"] == -0.5
+    plain = _run_measures({k: list(v) for k, v in cols.items()}, {"config": {}})
+    assert plain["fwd_mse_final"] == 9.0 and np.isnan(plain["forgetting_rel"])

@@ -95,3 +95,43 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], needle: str) -> None:
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], p.stderr
+
+
+def test_leave_region_command_moves_to_the_nearest_outside_point() -> None:
+    from robot.explore_state import leave_region_command, region_of
+
+    assert np.allclose(leave_region_command(np.array([0.2, 0.45]), 0), [0.2, 0.501])  # y is closer to the split
+    assert np.allclose(leave_region_command(np.array([0.9, 0.6]), 3), [0.9, 0.499])
+    assert np.allclose(leave_region_command(np.array([0.52, 0.1]), 1), [0.499, 0.1])
+    assert np.allclose(leave_region_command(np.array([0.7, 0.2]), 0), [0.7, 0.2])  # outside: unchanged
+    assert np.allclose(leave_region_command(np.array([0.2, 0.2]), -1), [0.2, 0.2])  # no probe
+    pts = np.random.default_rng(0).uniform(0, 1, (200, 2))
+    for r in range(4):
+        assert all(region_of(leave_region_command(p, r))[0] != r for p in pts)
+
+
+def test_forgetting_probe_leaves_the_region_and_measures_its_error_rise(tmp_path: Path) -> None:
+    """After --leave-at no sample falls in the left quadrant, and ``forgetting`` = that quadrant's test error
+    minus its mean over the last LEAVE_BASELINE iterations up to --leave-at."""
+    from robot.explore_state import LEAVE_BASELINE, region_of
+
+    cfg = _cfg(tmp_path, "probe", steps=150, leave_region=0, leave_at=120, memory_size=0, path_frames=True)
+    out = run(cfg, robot=FakeCameraRobot(path_frames=True))
+    rows = _rows(out)
+    assert all(float(r["forgetting"]) == 0.0 and int(r["regions_left"]) == 0 for r in rows[:120])
+    assert all(int(r["regions_left"]) == 1 for r in rows[120:])
+    r0 = np.array([float(r["fwd_mse_r0"]) for r in rows])
+    base = r0[120 - LEAVE_BASELINE:120].mean()
+    got = np.array([float(r["forgetting"]) for r in rows[120:]])
+    assert np.allclose(got, r0[120:] - base, atol=1e-6)
+    positions = load_checkpoint(out)["tracker"]["positions"]
+    assert len(positions) > 150 and not np.any(region_of(positions[-30:]) == 0), "a sample fell in the left region"
+    before = positions[:-30]
+    assert np.mean(region_of(before) == 0) > 0.1  # it was explored before
+
+
+def test_probe_flags_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--leave-at"):
+        run(_cfg(tmp_path, "x", leave_region=2, leave_at=40), robot=FakeCameraRobot())
+    with pytest.raises(UsageError, match="--leave-region"):
+        run(_cfg(tmp_path, "y", leave_region=4, leave_at=10), robot=FakeCameraRobot())
