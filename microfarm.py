@@ -31,6 +31,7 @@ __all__ = [
     "UsageError",
     "parse_config",
     "atomic_write_bytes",
+    "atomic_write_png",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_path",
@@ -173,6 +174,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_write_png(path: str | os.PathLike[str], image: Any) -> None:
+    """Encode an (H,W) gray or (H,W,3) RGB uint8 array as PNG and write it atomically (OpenCV, imported here
+    so that this module stays stdlib-only at import time)."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -23,7 +23,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from microfarm import UsageError, atomic_path, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
+from microfarm import (
+    UsageError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_png,
+    next_run_dir,
+    parse_config,
+)
 from sim.arms import BED_SIZE, camera_xy
 from sim.envs import ENV_IDS
 
@@ -116,15 +123,6 @@ def _env(cfg: RenderConfig, scene_seed: int, randomize: bool) -> Any:
     return _ENV
 
 
-def _png(path: Path, img: np.ndarray) -> None:
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
 def _render_one(job: tuple[RenderConfig, Path, int, bool]) -> dict[str, Any]:
     cfg, out, i, randomize = job
     stem = f"{i:06d}"
@@ -136,7 +134,7 @@ def _render_one(job: tuple[RenderConfig, Path, int, bool]) -> dict[str, Any]:
             env = _env(cfg, cfg.scene_seed, randomize)
             env.np_random = _frame_rng(cfg.seed, i)
             obs, _, _, _, _ = env.step(motor)
-            _png(out / rec["rgb"], obs["image"])
+            atomic_write_png(out / rec["rgb"], obs["image"])
         return rec
     rec["species"], rec["instance"] = f"species/{stem}.png", f"instance/{stem}.png"
     if all((out / rec[k]).exists() for k in ("rgb", "species", "instance")):
@@ -147,9 +145,9 @@ def _render_one(job: tuple[RenderConfig, Path, int, bool]) -> dict[str, Any]:
         env.np_random = _frame_rng(cfg.seed, i)
         obs, _, _, _, info = env.step(segmentation_pose(cfg, i))
         species = info["species_mask"]
-        _png(out / rec["species"], species)
-        _png(out / rec["instance"], info["instance_mask"])
-        _png(out / rec["rgb"], obs["image"])
+        atomic_write_png(out / rec["species"], species)
+        atomic_write_png(out / rec["instance"], info["instance_mask"])
+        atomic_write_png(out / rec["rgb"], obs["image"])
     ids, counts = np.unique(species, return_counts=True)
     rec["species_pixels"] = {str(int(k)): int(c) for k, c in zip(ids, counts, strict=True) if k != 0}
     return rec

@@ -20,7 +20,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from microfarm import UsageError, atomic_path, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
+from microfarm import (
+    UsageError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_png,
+    next_run_dir,
+    parse_config,
+)
 from vision.sources import Source, open_source, read_image
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
@@ -92,15 +99,6 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (25
     return out
 
 
-def _png(path: Path, img: np.ndarray) -> None:
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
 def make_predictor(cfg: SegmentConfig) -> Any:
     """The ``FewShotSegmenter`` (torch) or ``OnnxSegmenter`` (``--backend onnx``) for ``cfg``; UsageError if the
     weights or the bundle are missing or wrong."""
@@ -163,7 +161,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
             t0 = time.perf_counter()
             _, mask = predictor.predict(frame)
             seconds += time.perf_counter() - t0
-            _png(out / "masks" / f"{name}.png", mask)
+            atomic_write_png(out / "masks" / f"{name}.png", mask)
             fractions[name] = round(float((mask > 0).mean()), 5)
             if cfg.save_overlay or cfg.show:
                 ov = overlay(frame, mask)
@@ -174,7 +172,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
                                                  source.fps / max(cfg.vid_stride, 1), ov.shape[1::-1])
                     writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
                 elif cfg.save_overlay:
-                    _png(out / "overlays" / f"{name}.png", ov)
+                    atomic_write_png(out / "overlays" / f"{name}.png", ov)
                 if cfg.show and _show(window, ov):
                     stopped = "q pressed"
                     break

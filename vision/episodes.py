@@ -3,8 +3,8 @@
 An episode: a class (species id) from the allowed folds, K support frames and 1 query frame that each hold
 at least ``min_pixels`` pixels of that class, with binary masks of that class. Sampling is deterministic:
 episode ``i`` of a sampler with seed ``s`` depends on ``(s, i)`` only. Images are (H,W,3) uint8 RGB, masks
-(H,W) uint8 in {0, 1}. ``augment`` (training) applies random scale/crop, rotation, flips, colour jitter,
-blur and noise. Needs numpy and OpenCV only.
+(H,W) uint8 in {0, 1}. ``EpisodeSampler(augment=True)`` applies ``vision.augment.strong_augment`` in its
+"light" mode (zoom, right-angle rotations, flips, mild colour). Needs numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from microfarm import UsageError
 
-__all__ = ["SegmentationDataset", "Episode", "EpisodeSampler", "augment", "resize_pair"]
+__all__ = ["SegmentationDataset", "Episode", "EpisodeSampler", "resize_pair"]
 
 
 class SegmentationDataset:
@@ -103,39 +103,6 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
             cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-            size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random scale/crop, rotation, flips, colour jitter, blur, noise -> (size,size,3), (size,size) uint8.
-
-    Geometry is applied to image and mask alike (mask with nearest neighbour); photometric changes to the
-    image only. Everything is drawn from ``rng``.
-    """
-    h, w = mask.shape
-    scale = size / min(h, w) * rng.uniform(0.75, 1.5)
-    angle = rng.uniform(-30, 30) + 90 * int(rng.integers(4))
-    cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
-    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
-    m[:, 2] += (size / 2 - cx, size / 2 - cy)
-    img = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    msk = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-    if rng.random() < 0.5:
-        img, msk = img[:, ::-1], msk[:, ::-1]
-    if rng.random() < 0.5:
-        img, msk = img[::-1], msk[::-1]
-    hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180
-    hsv[..., 1] *= rng.uniform(0.7, 1.3)
-    img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    mean = img.mean()
-    img = (img - mean) * rng.uniform(0.75, 1.25) + mean * rng.uniform(0.7, 1.3)
-    img *= rng.uniform(0.9, 1.1, size=3)  # white balance
-    if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
-    if rng.random() < 0.5:
-        img = img + rng.normal(0, rng.uniform(2, 10), img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), np.ascontiguousarray(msk)
-
-
 class EpisodeSampler:
     """Deterministic few-shot episodes from a ``SegmentationDataset``.
 
@@ -170,7 +137,9 @@ class EpisodeSampler:
             img, msk = self.dataset.image(i), self.dataset.class_mask(i, c)
             if self.augment:
                 assert self.size is not None
-                img, msk = augment(img, msk, rng, self.size)
+                from vision.augment import strong_augment
+
+                img, msk = strong_augment(img, msk, rng, self.size, "light")
             elif self.size is not None:
                 img, msk = resize_pair(img, msk, self.size)
             pairs.append((img, msk))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from microfarm import UsageError
-from vision.episodes import EpisodeSampler, SegmentationDataset, augment
+from vision.augment import strong_augment
+from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import SegmentationMetrics, binary_iou
 
 
@@ -91,7 +92,7 @@ def test_augment_keeps_mask_aligned():
     mask = np.zeros((64, 64), np.uint8)
     mask[:, 32:] = 1
     for _ in range(5):
-        a, m = augment(img, mask, rng, 48)
+        a, m = strong_augment(img, mask, rng, 48, "light")
         bright = a.mean(2) > 127
         assert (bright == m.astype(bool)).mean() > 0.9
 

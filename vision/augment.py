@@ -1,0 +1,117 @@
+"""Training augmentation of (image, mask) pairs: geometry on both, a sim-to-real photometric pipeline on
+the image. Used by ``microfarm train-segmenter`` (every frame of an episode on its own) and by
+``EpisodeSampler(augment=True)`` (mode "light")."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from vision.episodes import resize_pair
+
+__all__ = ["strong_augment"]
+
+
+def _affine(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,
+            zoom: tuple[float, float], rotate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Random zoom (output px per input px, log-uniform, relative to fitting the frame at ``size``),
+    rotation, flips and a crop centred near the foreground; image bilinear, mask nearest."""
+    h, w = mask.shape
+    fit = size / min(h, w)
+    scale = fit * math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    angle = float(rng.uniform(-180, 180)) if rotate else 0.0
+    ys, xs = np.nonzero(mask == 1)
+    if len(ys) and rng.random() < 0.8:  # centre on a foreground pixel, jittered
+        j = int(rng.integers(len(ys)))
+        half = size / scale / 2
+        cx = float(np.clip(xs[j] + rng.uniform(-0.6, 0.6) * half, 0, w - 1))
+        cy = float(np.clip(ys[j] + rng.uniform(-0.6, 0.6) * half, 0, h - 1))
+    else:
+        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    img = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    msk = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    if rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if rng.random() < 0.5:
+        img, msk = img[::-1], msk[::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def _photometric(img: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
+    """Colour and camera degradations of an (S,S,3) uint8 RGB image (the sim-to-real part)."""
+    hue = 12 if strong else 6
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-hue, hue)) % 180
+    hsv[..., 1] *= rng.uniform(0.5, 1.5) if strong else rng.uniform(0.8, 1.2)
+    x = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255.0
+    if not strong:
+        mean = x.mean()
+        x = (x - mean) * rng.uniform(0.85, 1.15) + mean * rng.uniform(0.85, 1.15)
+        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    s = x.shape[0]
+    x = x ** math.exp(rng.uniform(-0.4, 0.4))  # gamma
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.6, 1.4) + mean * rng.uniform(0.6, 1.4)  # contrast, brightness
+    x = x * rng.uniform(0.8, 1.2, size=3)  # white balance
+    if rng.random() < 0.3:  # uneven light: a linear gradient or a vignette
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s - 0.5
+        if rng.random() < 0.5:
+            a = rng.uniform(0, 2 * math.pi)
+            g = 1 + rng.uniform(0.2, 0.6) * (np.cos(a) * xx + np.sin(a) * yy)
+        else:
+            g = 1 - rng.uniform(0.2, 0.6) * (xx * xx + yy * yy) * 2
+        x = x * g[..., None]
+    if rng.random() < 0.1:
+        x = np.repeat(x @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(x.shape)
+    r = rng.random()
+    if r < 0.25:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.6))
+    elif r < 0.35:  # motion blur
+        k = int(rng.integers(3, 8))
+        ker = np.zeros((k, k), np.float32)
+        ker[k // 2] = 1.0 / k
+        ker = cv2.warpAffine(ker, cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0, 180), 1), (k, k))
+        x = cv2.filter2D(x, -1, ker / max(ker.sum(), 1e-6))
+    elif r < 0.5:  # low resolution
+        f = rng.uniform(0.35, 0.8)
+        lo = max(8, int(s * f))
+        x = cv2.resize(cv2.resize(x, (lo, lo), interpolation=cv2.INTER_AREA), (s, s), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0.005, 0.05), x.shape).astype(np.float32)
+    out = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if rng.random() < 0.4:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 90))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def strong_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,
+                   mode: str = "strong", need_fg: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one frame for training -> ((size,size,3) uint8 RGB, (size,size) uint8 {0,1}).
+
+    mode "strong": zoom 0.5-2.5x around fitting the frame, any rotation, flips, a crop near the foreground;
+    then hue +-24 deg, saturation 0.5-1.5, gamma, contrast, brightness, white balance, uneven light, random
+    grayscale, Gaussian/motion blur or low resolution, sensor noise, JPEG (quality 15-90).
+    "light": zoom 0.75-1.5, right-angle rotations, flips, mild colour. "none": resize only.
+    ``need_fg``: retry the geometry (3 times, then fall back to the whole frame) so the mask keeps foreground.
+    The mask may hold 2 (ignore) besides 0 and 1; it is warped with nearest neighbour like the rest.
+    """
+    if mode == "none":
+        return resize_pair(image, mask, size)
+    strong = mode == "strong"
+    zoom = (0.5, 2.5) if strong else (0.75, 1.5)
+    for _ in range(3):
+        img, msk = _affine(image, mask, rng, size, zoom, rotate=strong)
+        if not need_fg or (msk == 1).any():
+            break
+    else:
+        img, msk = resize_pair(image, mask, size)
+    if not strong:
+        k = int(rng.integers(4))
+        img, msk = np.ascontiguousarray(np.rot90(img, k)), np.ascontiguousarray(np.rot90(msk, k))
+    return _photometric(img, rng, strong), msk
