@@ -14,6 +14,7 @@ from test_episodes import make_dataset
 import microfarm
 import vision.train as vt
 from models.guided_net import GuidedNet, load_guided_net
+from vision.augment import strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import SegmentationMetrics
 
@@ -186,15 +187,40 @@ def test_strong_augment_keeps_image_and_mask_aligned():
     mask[30:60, 40:70] = 1
     img[mask == 1] = (40, 200, 40)
     for seed in range(20):
-        a, m = vt.strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
+        a, m = strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
         assert a.shape == (size, size, 3) and a.dtype == np.uint8 and m.shape == (size, size)
         assert set(np.unique(m)) <= {0, 1} and m.any()
-        b, m2 = vt.strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
+        b, m2 = strong_augment(img, mask, np.random.default_rng(seed), size, "strong", need_fg=True)
         assert np.array_equal(a, b) and np.array_equal(m, m2)
         # geometry is shared: the pixels inside the mask (the disc) differ from those outside (the soil)
         g, inner = a.astype(float), m.astype(bool)
         if inner.sum() > 30 and (~inner).sum() > 30:
             assert np.abs(g[inner].mean(0) - g[~inner].mean(0)).max() > 15, seed
     for mode in ("light", "none"):
-        a, m = vt.strong_augment(img, mask, np.random.default_rng(0), size, mode)
+        a, m = strong_augment(img, mask, np.random.default_rng(0), size, mode)
         assert a.shape == (size, size, 3) and m.shape == (size, size)
+
+
+def test_data_parallel_under_torchrun_on_cpu(data, tmp_path):
+    """Two gloo processes (the DDP path of a multi-GPU machine, on CPU): rank 0 logs and saves, the
+    summary records the world size, and the saved model loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "microfarm", "train-segmenter", "--data", str(data), "--steps", "4", "--batch", "1", "--imgsz", "32",
+           "--val-every", "0", "--val-episodes", "2", "--workers", "0", "--threads", "1", "--min-pixels", "20",
+           "--out", str(out), "--no-progress"]
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    with open(out / "log.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+    model, _ = load_guided_net(out / "weights.safetensors")
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
