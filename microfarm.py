@@ -116,7 +116,10 @@ def parse_config(cls: type[C], argv: Sequence[str] | None, prog: str = "microfar
     hints = typing.get_type_hints(cls)
     parser = _Parser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    own = set(vars(cls).get("__annotations__", {}))
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    # the class's own flags first, then those inherited from a base (e.g. the shared --crf-* flags)
+    for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]

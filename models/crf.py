@@ -1,4 +1,5 @@
-"""Mean-field CRF in torch, ConvCRF-style (Teichmann & Cipolla 2018): exportable to ONNX.
+"""Mean-field CRF in torch, exportable to ONNX: the bilateral term on a bilateral grid (default) or ConvCRF-style in
+a local window (Teichmann & Cipolla 2018).
 
 The model of Krähenbühl & Koltun (2011) with two kernels and Potts compatibility:
 
@@ -10,7 +11,12 @@ and a fixed number of mean-field iterations ``Q <- softmax(log P + sum_k w_k * (
 The messages are normalised by the kernel's row sum (self included), as pydensecrf's normalisation does
 (up to symmetric vs. row normalisation), so the compat weights mean the same as pydensecrf's.
 
-Approximations (documented, measured in ``tests/vision/test_crf.py`` against pydensecrf):
+``bilateral="grid"`` (the default): the Gaussian term by the box filters below at full resolution, the bilateral
+term by splat / blur / slice on a bilateral grid (``models.bilateral_grid``): dense in range like pydensecrf's
+permutohedral lattice, so it agrees with pydensecrf's example outputs on 99.2-99.7% of pixels (the window: 89-98%)
+and keeps the dense CRF's mIoU gain (README), at ~13x less time than pydensecrf at 500x375.
+
+``bilateral="window"`` approximations (documented, measured in ``tests/vision/test_crf.py`` against pydensecrf):
 
 - The Gaussian term is computed at 1/``gauss_stride`` resolution (default 2) by three separable box
   filters (cumulative sums, normalised at the borders) whose combined variance approximates
@@ -80,15 +86,21 @@ class MeanFieldCRF(nn.Module):
     ``forward(probs [N,L,H,W] float32 (sums to 1 over L), image [N,3,H,W] float32 in 0..255)
     -> refined probabilities [N,L,H,W] float32``.
     Defaults are pydensecrf's example values (Gaussian sxy=3 compat=3; bilateral sxy=80 srgb=13 compat=10;
-    5 iterations); ``window`` and ``blur`` set the local approximation of the bilateral term,
+    5 iterations). ``bilateral``: "grid" (default) computes the bilateral term on a bilateral grid
+    (``models.bilateral_grid``, every iteration at full resolution); "window" in a ConvCRF local window, where
+    ``window`` and ``blur`` set the local approximation of the bilateral term,
     ``gauss_stride`` the resolution of the Gaussian term and of the two-label iterations but the last
     (1: everything at full resolution, as before).
     """
 
     def __init__(self, gaussian_sxy: float = 3.0, gaussian_compat: float = 3.0, bilateral_sxy: float = 80.0,
                  bilateral_srgb: float = 13.0, bilateral_compat: float = 10.0, iterations: int = 5,
-                 window: int = 11, blur: int = 8, eps: float = 1e-8, gauss_stride: int = 2) -> None:
+                 window: int = 11, blur: int = 8, eps: float = 1e-8, gauss_stride: int = 2,
+                 bilateral: str = "grid") -> None:
         super().__init__()
+        if bilateral not in ("window", "grid"):
+            raise ValueError(f"bilateral must be 'window' or 'grid', got {bilateral!r}")
+        self.bilateral = bilateral
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be an odd positive integer, got {window}")
         if blur < 1 or iterations < 0 or gauss_stride < 1:
@@ -104,6 +116,7 @@ class MeanFieldCRF(nn.Module):
         self.eps = float(eps)
         self.gauss_stride = int(gauss_stride)
         self.boxes = _box_widths(float(gaussian_sxy) / self.gauss_stride)
+        self.boxes_full = _box_widths(float(gaussian_sxy))  # the grid mode's Gaussian, at full resolution
         # spatial part of the bilateral kernel for each window offset, at the pooled resolution, in the order
         # of ``_window``'s channels: column offset major, row offset minor
         r, k = self.window // 2, self.window
@@ -118,14 +131,14 @@ class MeanFieldCRF(nn.Module):
         self.register_buffer("ones", torch.ones(1, k * k, 1, 1), persistent=False)
 
     # -- kernels ---------------------------------------------------------------------------------------
-    def _gauss(self, x: Tensor) -> Tensor:
+    def _gauss(self, x: Tensor, boxes: list[int] | None = None) -> Tensor:
         """Normalised Gaussian smoothing of ``x`` [N,C,H,W]: three box filters (border-normalised).
 
         Eager torch runs each box as a row and a column cumulative sum (faster than a stride-1 average pool
         there); the ONNX export as one border-normalised AveragePool (the same filter; about 5x faster than
         CumSum in ONNX Runtime)."""
         exporting = torch.onnx.is_in_onnx_export()
-        for w in self.boxes:
+        for w in self.boxes if boxes is None else boxes:
             if w > 1 and exporting:
                 x = F.avg_pool2d(x, w, 1, w // 2, count_include_pad=False)
             elif w > 1:  # separable: a row box, then a column box
@@ -172,6 +185,8 @@ class MeanFieldCRF(nn.Module):
     # -- inference -------------------------------------------------------------------------------------
     def forward(self, probs: Tensor, image: Tensor) -> Tensor:
         """probs [N,L,H,W] float32, image [N,3,H,W] float32 0..255 -> refined probs [N,L,H,W] float32."""
+        if self.bilateral == "grid":
+            return self._forward_grid(probs, image)
         h, w = probs.shape[-2], probs.shape[-1]
         logp = torch.log(probs.clamp_min(self.eps))
         wts = self._bilateral_weights(image)  # [N,1,K,h',w'], normalised
@@ -230,3 +245,28 @@ class MeanFieldCRF(nn.Module):
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         q1 = torch.sigmoid(d + 2.0 * m)
         return torch.cat([1.0 - q1, q1], 1)
+
+    def _forward_grid(self, probs: Tensor, image: Tensor) -> Tensor:
+        """All iterations at full resolution: the Gaussian term by box filters, the bilateral term on a
+        bilateral grid (``models.bilateral_grid``: dense in range, no window), both normalised."""
+        from models.bilateral_grid import BilateralGrid
+
+        logp = torch.log(probs.clamp_min(self.eps))
+        grid = BilateralGrid(image, self.bilateral_sxy, self.bilateral_srgb)
+        total = self.gaussian_compat + self.bilateral_compat
+
+        def message(q: Tensor) -> Tensor:
+            return self.gaussian_compat * self._gauss(q, self.boxes_full) + self.bilateral_compat * grid.filter(q)
+
+        n_labels = probs.shape[1]
+        if n_labels == 2:  # one channel, as in _two_labels
+            d = logp[:, 1:2] - logp[:, 0:1] - total
+            q1 = probs[:, 1:2]
+            for _ in range(self.iterations):
+                q1 = torch.sigmoid(d + 2.0 * message(q1))
+            return torch.cat([1.0 - q1, q1], 1)
+        q = probs
+        for _ in range(self.iterations):
+            m = message(q[:, : n_labels - 1])
+            q = torch.softmax(logp + torch.cat([m, total - m.sum(1, keepdim=True)], 1), dim=1)
+        return q

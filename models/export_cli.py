@@ -5,7 +5,7 @@ Bundle (``--out``, default ``runs/export/<N>/``):
 - ``encoder.onnx``, ``forward.onnx``, ``inverse.onnx`` from an exploration run (``--explore-run DIR``: its
   ``weights/``, the SOM goals from ``checkpoint/``, the motor contract from ``export/manifest.json``);
 - ``guide.onnx``, ``segment.onnx`` from the segmenter weights (``--segmenter``, default the shipped file);
-- ``crf.onnx``: ``models.crf.MeanFieldCRF`` with ``vision.densecrf.CRFParams()``;
+- ``crf.onnx``: ``models.crf.MeanFieldCRF`` with the ``--crf-*`` parameters (default ``CRFParams()``);
 - ``manifest.json``: per model file, sha256, inputs/outputs (named dynamic axes), dtypes, preprocessing,
   versions, config and training config; the same contract in each model's ``metadata_props``.
 
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from microfarm import UsageError, next_run_dir, parse_config
+from models.crf_params import CRFFlags
 
 __all__ = ["ExportConfig", "export_bundle", "write_demo_sources", "cli", "DEFAULT_SEGMENTER"]
 
@@ -40,7 +41,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass
-class ExportConfig:
+class ExportConfig(CRFFlags):
     """Export every model (and the CRF) to an ONNX bundle, checked against torch."""
 
     out: Path | None = _f(None, "bundle folder (default runs/export/<N>)")
@@ -369,9 +370,7 @@ def export_bundle(cfg: ExportConfig, log: Any = print) -> Path:
 
     if cfg.crf:
         from models.crf import MeanFieldCRF
-        from vision.densecrf import CRFParams
-
-        params = CRFParams()
+        params = cfg.crf_params()
         crf = MeanFieldCRF(**params.as_dict()).eval()
         hw = {0: "batch", 2: "height", 3: "width"}
         assert real_q is not None
@@ -516,6 +515,7 @@ def _calib_feeds(name: str, entries: dict[str, Any], feat: Any, seg: Any, fp32: 
 
 def cli(argv: list[str]) -> int:
     cfg = parse_config(ExportConfig, argv, prog="microfarm export")
+    cfg.crf_params()  # bad --crf-* values exit 2 before anything is exported
     from models.onnx_export import OnnxExportError
 
     try:

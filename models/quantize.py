@@ -22,10 +22,12 @@ __all__ = ["to_fp16", "to_int8"]
 
 def to_fp16(src: str | Path, dst: str | Path) -> Path:
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
-    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    # ONNX Runtime's CPU ScatterElements has no fp16 'add' reduction (the CRF's bilateral grid): kept in fp32
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
+                                    op_block_list=[*DEFAULT_OP_BLOCK_LIST, "ScatterElements"])
     _toposort(half.graph)
     dst = Path(dst)
     with atomic_path(dst) as tmp:

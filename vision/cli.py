@@ -28,13 +28,14 @@ from microfarm import (
     next_run_dir,
     parse_config,
 )
+from models.crf_params import CRFFlags
 from vision.sources import Source, open_source, read_image
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
 
 
 @dataclasses.dataclass
-class SegmentConfig:
+class SegmentConfig(CRFFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -99,6 +100,21 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (25
     return out
 
 
+def _check_bundle_crf(bundle: Path, wanted: dict[str, Any]) -> None:
+    """The CRF parameters are baked into crf.onnx at export: refuse --crf-* flags that differ from them."""
+    try:
+        baked = json.loads((bundle / "manifest.json").read_text())["models"]["crf"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an old or partial manifest: the runtime has checked what it needs
+    baked = {"bilateral": "window", **baked}  # bundles from before the grid mode used the window
+    diff = [k for k, v in wanted.items() if k in baked and baked[k] != v]
+    if diff:
+        k = diff[0]
+        flag = "--crf-" + {"bilateral": "meanfield"}.get(k, k).replace("_", "-")
+        raise UsageError(f"the bundle's crf.onnx was exported with {k}={baked[k]!r}, not {wanted[k]!r} ({flag}); "
+                         f"re-export it with `microfarm export {flag} {wanted[k]}` or drop the flag")
+
+
 def make_predictor(cfg: SegmentConfig) -> Any:
     """The ``FewShotSegmenter`` (torch) or ``OnnxSegmenter`` (``--backend onnx``) for ``cfg``; UsageError if the
     weights or the bundle are missing or wrong."""
@@ -110,10 +126,13 @@ def make_predictor(cfg: SegmentConfig) -> Any:
         if cfg.crf == "dense":
             raise UsageError("--crf dense is not in an ONNX bundle; use --crf meanfield (crf.onnx) or none")
         try:
-            return OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz,
-                                 providers=["cuda"] if cfg.device == "cuda" else None)
+            seg = OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz,
+                                providers=["cuda"] if cfg.device == "cuda" else None)
         except BundleError as e:
             raise UsageError(str(e)) from None
+        if cfg.crf == "meanfield":
+            _check_bundle_crf(Path(cfg.bundle), cfg.crf_params().as_dict())
+        return seg
     if cfg.bundle is not None:
         raise UsageError("--bundle is used with --backend onnx only; add --backend onnx")
     from models.weights import WeightsError
@@ -124,7 +143,7 @@ def make_predictor(cfg: SegmentConfig) -> Any:
         raise UsageError(f"no segmenter weights at {str(weights)!r}; pass --weights or train them with "
                          "`microfarm train-segmenter` (see README)")
     try:
-        return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device)
+        return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params())
     except WeightsError as e:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 
@@ -215,6 +234,7 @@ def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], p
 
 def cli(argv: list[str]) -> int:
     cfg = parse_config(SegmentConfig, argv, prog="microfarm segment")
+    cfg.crf_params()  # bad --crf-* values exit 2 before anything is read or written
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.formatwarning = lambda msg, *a, **k: f"microfarm segment: warning: {msg}\n"  # type: ignore[assignment]

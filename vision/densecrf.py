@@ -7,43 +7,11 @@ example values. This module imports numpy and pydensecrf only (torch lazily, in 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
-__all__ = ["CRFParams", "dense_crf"]
+from models.crf_params import CRFFlags, CRFParams
 
-
-@dataclass(frozen=True)
-class CRFParams:
-    """CRF parameters. ``window`` and ``blur`` concern the mean-field CRF's local approximation only."""
-
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-    iterations: int = 5
-    window: int = 11
-    blur: int = 8
-
-    def __post_init__(self) -> None:
-        for f in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if not getattr(self, f) > 0:
-                raise ValueError(f"CRFParams.{f} must be > 0, got {getattr(self, f)}")
-        if self.iterations < 0:
-            raise ValueError(f"CRFParams.iterations must be >= 0, got {self.iterations}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def meanfield(self) -> Any:
-        """A ``models.crf.MeanFieldCRF`` with these parameters (imports torch)."""
-        from models.crf import MeanFieldCRF
-
-        return MeanFieldCRF(**self.as_dict())
+__all__ = ["CRFParams", "CRFFlags", "dense_crf"]
 
 
 def dense_crf(probs: np.ndarray, image: np.ndarray, params: CRFParams | None = None,

@@ -22,7 +22,7 @@ import numpy as np
 
 from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
 from vision.baselines import HistogramBackprojection, exg_otsu
-from vision.densecrf import CRFParams, dense_crf
+from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import SegmentationMetrics, binary_iou
 
@@ -41,7 +41,7 @@ SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field",
 
 
 @dataclasses.dataclass
-class EvalConfig:
+class EvalConfig(CRFFlags):
     """Evaluate the few-shot segmenter on held-out class folds (class-wise mIoU, FB-IoU)."""
 
     data: Path | None = dataclasses.field(default=None, metadata={
@@ -68,6 +68,7 @@ class EvalConfig:
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> None:
+        self.crf_params()
         if self.data is None:
             raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
         if self.episodes < 1:
@@ -165,7 +166,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     if crfs and crf_n < cfg.episodes:
         methods.insert(1, "none_subset")  # the network alone on the CRF's episodes: the CRF's gain is against it
     seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device)
-    params = CRFParams()
+    params = cfg.crf_params()
     meanfield = params.meanfield().to(seg.device).eval() if "meanfield" in crfs else None
 
     results: dict[str, Any] = {"folds": {}}

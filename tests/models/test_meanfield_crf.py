@@ -10,11 +10,11 @@ from models.crf import MeanFieldCRF
 
 
 def test_meanfield_shapes_and_normalisation():
-    crf = MeanFieldCRF(window=5, blur=2).eval()
-    p = torch.softmax(torch.randn(2, 3, 37, 51), 1)
-    q = crf(p, torch.rand(2, 3, 37, 51) * 255)
-    assert q.shape == p.shape
-    assert torch.allclose(q.sum(1), torch.ones(2, 37, 51), atol=1e-5)
+    for crf in (MeanFieldCRF(window=5, blur=2, bilateral="window").eval(), MeanFieldCRF().eval()):
+        p = torch.softmax(torch.randn(2, 3, 37, 51), 1)
+        q = crf(p, torch.rand(2, 3, 37, 51) * 255)
+        assert q.shape == p.shape
+        assert torch.allclose(q.sum(1), torch.ones(2, 37, 51), atol=1e-5)
     assert torch.equal(MeanFieldCRF(iterations=0)(p, torch.zeros(2, 3, 37, 51)), p)
 
 
@@ -23,9 +23,10 @@ def test_meanfield_rejects_bad_window():
         MeanFieldCRF(window=4)
 
 
-def test_meanfield_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("mode", ["grid", "window"])
+def test_meanfield_exports_to_onnx(tmp_path, mode):
     ort = pytest.importorskip("onnxruntime")
-    crf = MeanFieldCRF().eval()
+    crf = MeanFieldCRF(bilateral=mode).eval()
     g = torch.Generator().manual_seed(0)
     p = torch.softmax(torch.randn(2, 2, 70, 90, generator=g), 1)
     im = torch.rand(2, 3, 70, 90, generator=g) * 255
@@ -48,16 +49,17 @@ def test_meanfield_exports_to_onnx(tmp_path):
 
 def test_window_matches_unfold():
     """The conv + row-gather window is F.unfold's (zero padded), neighbours column-offset major."""
-    crf = MeanFieldCRF(window=5)
+    crf = MeanFieldCRF(window=5, bilateral="window")
     x = torch.randn(2, 3, 9, 7)
     got = crf._window(torch.nn.functional.pad(x, (2, 2, 2, 2)))  # [N,C,K,h,w], K ordered (dx, dy)
     ref = torch.nn.functional.unfold(x, 5, padding=2).view(2, 3, 5, 5, 9, 7).transpose(2, 3).reshape(2, 3, 25, 9, 7)
     assert torch.equal(got, ref)
 
 
-def test_meanfield_three_labels_export_matches_torch(tmp_path):
+@pytest.mark.parametrize("mode", ["grid", "window"])
+def test_meanfield_three_labels_export_matches_torch(tmp_path, mode):
     ort = pytest.importorskip("onnxruntime")
-    crf = MeanFieldCRF().eval()
+    crf = MeanFieldCRF(bilateral=mode).eval()
     g = torch.Generator().manual_seed(1)
     p = torch.softmax(torch.randn(2, 3, 48, 64, generator=g) * 2, 1)
     im = torch.rand(2, 3, 48, 64, generator=g) * 255
@@ -73,3 +75,36 @@ def test_meanfield_three_labels_export_matches_torch(tmp_path):
             ref = crf(p, im).numpy()
         got = sess.run(None, {"probs": p.numpy(), "image": im.numpy()})[0]
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_bilateral_grid_approximates_the_exact_bilateral_filter():
+    """Splat/blur/slice against the exact normalised 5-D Gaussian filter on a small image (effective std
+    ~0.8 of sxy and srgb, see models.bilateral_grid); a constant stays constant (normalised)."""
+    from models.bilateral_grid import BilateralGrid
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 12, 15, generator=g) * 255
+    q = torch.rand(1, 1, 12, 15, generator=g)
+    grid = BilateralGrid(img, 4.0, 40.0)
+    got = grid.filter(q).view(-1)
+    yy, xx = torch.meshgrid(torch.arange(12.0), torch.arange(15.0), indexing="ij")
+    f = torch.stack([yy / 4, xx / 4, img[0, 0] / 40, img[0, 1] / 40, img[0, 2] / 40], -1).view(-1, 5)
+    k = torch.exp(-0.5 * ((f[:, None] - f[None]) ** 2).sum(-1) / 0.8**2)
+    ref = (k @ q.view(-1)) / k.sum(1)
+    assert float(torch.corrcoef(torch.stack([ref, got]))[0, 1]) > 0.93
+    assert float((ref - got).abs().mean()) < 0.06
+    assert torch.allclose(grid.filter(torch.full((1, 2, 12, 15), 0.3)), torch.tensor(0.3), atol=1e-6)
+
+
+def test_grid_crf_labels_each_side_of_a_colour_edge():
+    """Two colours meeting at a column; a unary that is unsure near the edge: the grid CRF labels every pixel
+    by its colour side."""
+    img = torch.zeros(1, 3, 64, 96)
+    img[:, 1, :, 48:] = 200.0  # green right half
+    img[:, 0, :, :48] = 150.0  # brown-ish left half
+    fg = torch.full((1, 1, 64, 96), 0.7)
+    fg[..., :48] = 0.3
+    fg[..., 40:56] = 0.5  # no evidence near the edge
+    p = torch.cat([1 - fg, fg], 1)
+    q = MeanFieldCRF()(p, img)[0, 1]
+    assert bool((q[:, 48:] > 0.5).all()) and bool((q[:, :48] < 0.5).all())

@@ -118,6 +118,10 @@ def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) ->
     agree = [(cv2.imread(str(d / "torch" / "masks" / n), 0) == cv2.imread(str(d / "onnx" / "masks" / n), 0)).mean()
              for n in names]
     assert min(agree) >= 0.995, agree
+    # the CRF parameters are baked into crf.onnx: a different --crf-* value is refused, not silently ignored
+    assert microfarm_main(["segment", *common, "--backend", "onnx", "--bundle", str(bundle), "--crf-iterations",
+                           "9", "--out", str(d / "onnx2")]) == 2
+    assert not (d / "onnx2" / "masks").exists()
 
 
 def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
