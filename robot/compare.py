@@ -24,9 +24,11 @@ forgetting, error rise, wall time), ``curves.csv`` (mean and std per condition a
 ``summary.png``: mean across seeds with a +-1 std band, one line per condition).
 
 Measures (from each run's ``metrics.csv``): *AUC* is the area under the curve divided by the iteration span
-(the time-average); *forgetting* is the tracker's measure (robot.explore: the forward-error increase on the
-test positions of regions left for ``--forget-window`` iterations), reported as its time-average and maximum;
-*rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
+(the time-average); *forgetting* is the tracker's measure (robot.explore: with the forgetting probe
+``--leave-region R --leave-at T``, the forward-error rise on R's test positions after exploration left R),
+reported at the end (``forgetting_end``, and relative to R's error before: ``forgetting_rel``), as a
+time-average, with the other regions' error change over the probe (``kept_change``); with a probe the error,
+area and rise measures stop at T; see ``_run_measures``. *rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
 error minus its lowest value so far, averaged over the 4 regions and over time (0 for a model that never gets
 worse anywhere).
 """
