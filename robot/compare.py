@@ -28,7 +28,8 @@ Measures (from each run's ``metrics.csv``): *AUC* is the area under the curve di
 ``--leave-region R --leave-at T``, the forward-error rise on R's test positions after exploration left R),
 reported at the end (``forgetting_end``, and relative to R's error before: ``forgetting_rel``), as a
 time-average, with the other regions' error change over the probe (``kept_change``); with a probe the error,
-area and rise measures stop at T; see ``_run_measures``. *rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
+area and rise measures stop at T; see ``_run_measures``.
+*rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
 error minus its lowest value so far, averaged over the 4 regions and over time (0 for a model that never gets
 worse anywhere).
 """
