@@ -247,16 +247,24 @@ class MeanFieldCRF(nn.Module):
         return torch.cat([1.0 - q1, q1], 1)
 
     def _forward_grid(self, probs: Tensor, image: Tensor) -> Tensor:
-        """All iterations at full resolution: the Gaussian term by box filters, the bilateral term on a
-        bilateral grid (``models.bilateral_grid``: dense in range, no window), both normalised."""
+        """All iterations at full resolution: the Gaussian term by box filters (at 1/``gauss_stride``
+        resolution, upsampled), the bilateral term on a bilateral grid (``models.bilateral_grid``: dense in
+        range, no window), both normalised."""
         from models.bilateral_grid import BilateralGrid
 
         logp = torch.log(probs.clamp_min(self.eps))
         grid = BilateralGrid(image, self.bilateral_sxy, self.bilateral_srgb)
         total = self.gaussian_compat + self.bilateral_compat
 
+        h, w, st = probs.shape[-2], probs.shape[-1], self.gauss_stride
+
         def message(q: Tensor) -> Tensor:
-            return self.gaussian_compat * self._gauss(q, self.boxes_full) + self.bilateral_compat * grid.filter(q)
+            if st > 1:  # the smooth Gaussian message at 1/gauss_stride resolution, upsampled
+                g = self._gauss(F.avg_pool2d(q, st, st, ceil_mode=True, count_include_pad=False))
+                g = F.interpolate(g, size=(h, w), mode="bilinear", align_corners=False)
+            else:
+                g = self._gauss(q, self.boxes_full)
+            return self.gaussian_compat * g + self.bilateral_compat * grid.filter(q)
 
         n_labels = probs.shape[1]
         if n_labels == 2:  # one channel, as in _two_labels
