@@ -58,12 +58,10 @@ class BilateralGrid:
         c = torch.round(image.clamp(0.0, 255.0) / step_c).long()  # [N,3,H,W] colour cell without padding
         cy, cx = ys.view(1, h, 1), xs.view(1, 1, w)
         self.cells = gy * gx * cells_c ** 3  # one image's padded grid
-        inner = (gy - 2) * (gx - 2) * (cells_c - 2) ** 3  # after the 5 blur passes (each drops the 2 pads)
         batch = torch.arange(n, device=dev).view(n, 1, 1)
         # splat: the padded grid (every coordinate + 1); slice: the blurred grid without its pads
         self.splat_index = self._flat(batch, cy + 1, cx + 1, c + 1, (gy, gx, cells_c)).reshape(-1)
         self.slice_index = self._flat(batch, cy, cx, c, (gy - 2, gx - 2, cells_c - 2)).reshape(-1)
-        self.inner = inner
         self.norm = self._blur_slice(torch.ones(1, n * h * w, device=dev, dtype=image.dtype))  # [1, N*H*W]
 
     @staticmethod

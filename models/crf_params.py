@@ -10,7 +10,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CRFParams", "CRFFlags"]
+__all__ = ["CRFParams", "CRFFlags", "crf_flag"]
+
+
+def crf_flag(param: str) -> str:
+    """The command-line flag of a ``CRFParams`` field (``window`` -> ``--crf-window``)."""
+    return "--crf-" + {"bilateral": "meanfield"}.get(param, param).replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,5 @@ class CRFFlags:
                              self.crf_bilateral_srgb, self.crf_bilateral_compat, self.crf_iterations,
                              self.crf_window, self.crf_blur, self.crf_meanfield)
         except ValueError as e:
-            name = str(e).split(".", 1)[1].split(" ", 1)[0]
-            flag = "--crf-" + {"bilateral": "meanfield"}.get(name, name).replace("_", "-")
+            flag = crf_flag(str(e).split(".", 1)[1].split(" ", 1)[0])
             raise UsageError(f"bad CRF parameter ({flag}): {e}") from None

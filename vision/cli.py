@@ -28,7 +28,7 @@ from microfarm import (
     next_run_dir,
     parse_config,
 )
-from models.crf_params import CRFFlags
+from models.crf_params import CRFFlags, crf_flag
 from vision.sources import Source, open_source, read_image
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
@@ -110,7 +110,7 @@ def _check_bundle_crf(bundle: Path, wanted: dict[str, Any]) -> None:
     diff = [k for k, v in wanted.items() if k in baked and baked[k] != v]
     if diff:
         k = diff[0]
-        flag = "--crf-" + {"bilateral": "meanfield"}.get(k, k).replace("_", "-")
+        flag = crf_flag(k)
         raise UsageError(f"the bundle's crf.onnx was exported with {k}={baked[k]!r}, not {wanted[k]!r} ({flag}); "
                          f"re-export it with `microfarm export {flag} {wanted[k]}` or drop the flag")
 
