@@ -25,11 +25,11 @@ def _plt() -> Any:
 
 
 def _panel(ax: Any, agg: dict[str, Any], key: str, title: str, legend: bool) -> None:
-    colors = _plt().get_cmap("tab10")
+    colors = _plt().get_cmap("tab20")
     for i, (name, a) in enumerate(agg.items()):
         it = a["iteration"]
         mean, std = a["curves"][key]
-        c = colors(i % 10)
+        c = colors(i % 20)
         ax.plot(it, mean, color=c, lw=1.2, label=f"{name} (n={a['n']})")
         lo = np.maximum(mean - std, mean * 0.2) if key in LOG_SCALE else mean - std
         ax.fill_between(it, lo, mean + std, color=c, alpha=0.15, lw=0)
@@ -65,7 +65,10 @@ def plot_curves(folder: Path, agg: dict[str, Any], keys: tuple[str, ...], titles
         else:
             ax.axis("off")
     handles, labels = axs.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.02 * rows - 0.04))
+    if len(keys) < rows * cols:  # the legend in the first empty panel, where it covers no curve or label
+        axs.flat[len(keys)].legend(handles, labels, loc="center", fontsize=7, frameon=False)
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.02 * rows - 0.04))
     fig.tight_layout()
     out.append(_save(fig, folder / "summary.png"))
     return out
