@@ -10,7 +10,12 @@
 2. The raw render rate: ``pybullet.getCameraImage`` 64x64 (TinyRenderer) on the same scene, same view.
 3. Per-iteration parts, measured alone: one online fit on 336 samples (memory 320 + 16 recent), encoding
    one frame, one env step (move + render + observation), the test-set evaluation.
-4. Peak resident memory of this process (``resource.getrusage``, ru_maxrss).
+4. The arithmetic floor: the floating-point operations of one fit and one encoding (counted by
+   ``torch.utils.flop_counter.FlopCounterMode``), the rate each part reached (GFLOP/s), and the time a
+   5000-iteration run needs at those rates even if its work were spread over 2 cores with no loss at all
+   (encode + fit + render, divided by 2). The loop is sequential (each move needs the freshly fitted inverse
+   model), so a real run cannot be faster than this figure unless the kernels themselves get faster.
+5. Peak resident memory of this process (``resource.getrusage``, ru_maxrss).
 
 The target of issue 3: a 5000-iteration memory-320 run in at most 60 s on 2 cores, peak RSS under 1.5 GB.
 Encoder weights: ``--encoder``, else the arm's default weights, else an untrained paper-size autoencoder
@@ -101,7 +106,16 @@ def render_rate(arm: str, frames: int) -> tuple[float, float]:
     return frames / (t1 - t0), frames / (t2 - t1)
 
 
-def parts_ms(encoder: Path, threads: int, reps: int = 20) -> dict[str, float]:
+def _flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def parts_ms(encoder: Path, threads: int, reps: int = 20) -> tuple[dict[str, float], dict[str, int]]:
+    """Milliseconds per call of the loop's parts, and the floating-point operations of fit and encode."""
     import torch
 
     from robot.explore import load_encoder
@@ -122,7 +136,19 @@ def parts_ms(encoder: Path, threads: int, reps: int = 20) -> dict[str, float]:
         for _ in range(reps):
             fn()
         out[name] = (time.perf_counter() - t0) / reps * 1e3
-    return out
+    flops = {"fit (336 samples, 2 epochs)": _flops(lambda: models.fit(x, y, rng, 2, 16)),
+             "encode 1 frame": _flops(lambda: ae.encode_images(img))}
+    return out, flops
+
+
+def arithmetic_floor(parts: dict[str, float], flops: dict[str, int], render_ms: float, cores: int = 2,
+                     steps: int = 5000, memory: int = 320, recent: int = 16) -> float:
+    """Seconds of a ``steps``-iteration run at the measured rates of fit, encode and render, spread over
+    ``cores`` with no loss. A fit's work is proportional to its samples: min(i, memory) + recent at move i."""
+    fit_name, enc_name = "fit (336 samples, 2 epochs)", "encode 1 frame"
+    samples = sum(min(i, memory) + recent for i in range(steps))
+    fit_s = parts[fit_name] / 1e3 * samples / (memory + recent)
+    return (fit_s + steps * (parts[enc_name] + render_ms) / 1e3) / cores
 
 
 def main() -> None:
@@ -141,7 +167,7 @@ def main() -> None:
         enc = _encoder(args.encoder, args.arm, Path(tmp))
         loop = loop_rate(args.steps, args.arm, args.threads, enc, Path(tmp) / "run")
         raw_fps, env_fps = render_rate(args.arm, args.render_frames)
-        parts = parts_ms(enc, args.threads)
+        parts, flops = parts_ms(enc, args.threads)
     print(f"full loop (memory 320, 2 epochs): {loop['loop_it_s']:.1f} it/s overall, "
           f"{loop['fill_it_s']:.1f} it/s while the memory fills"
           + (f", {loop['steady_it_s']:.1f} it/s with a full memory ({1e3 / loop['steady_it_s']:.1f} ms/it)"
@@ -149,6 +175,10 @@ def main() -> None:
     print(f"raw render (getCameraImage 64x64): {raw_fps:.1f} fps ({1e3 / raw_fps:.1f} ms/frame); "
           f"env step (move + render): {env_fps:.1f} fps")
     print("parts: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+    print("arithmetic: " + ", ".join(f"{k} {f / 1e9:.2f} GFLOP at {f / 1e6 / parts[k]:.0f} GFLOP/s"
+                                     for k, f in flops.items()))
+    print(f"arithmetic floor of a 5000-iteration run at these rates on 2 cores with perfect overlap: "
+          f"{arithmetic_floor(parts, flops, 1e3 / raw_fps):.0f} s (target <= 60 s)")
     if "projected_5000_s" in loop:
         print(f"projected 5000-iteration run: {loop['projected_5000_s']:.0f} s of loop "
               f"(+ {loop['setup_s']:.0f} s setup) (target <= 60 s)")

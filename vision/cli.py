@@ -201,6 +201,9 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
                 break
     except KeyboardInterrupt:
         stopped = "interrupted (Ctrl-C)"
+    except UsageError as e:  # e.g. a live stream that dropped for good: the frames so far and a summary stay
+        stopped = f"error: {e}"
+        raise
     finally:
         bar.close()
         if writer is not None:

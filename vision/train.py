@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from microfarm import UsageError, atomic_path, atomic_write_json, atomic_write_text, next_run_dir, parse_config
-from vision.augment import strong_augment
+from vision.augment import colour_shift, strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
 
 __all__ = ["TrainConfig", "strong_augment", "train", "cli", "NonFiniteLossError"]
@@ -75,6 +75,9 @@ class TrainConfig:
                 "background"})
     augment: Literal["strong", "light", "none"] = dataclasses.field(default="strong", metadata={
         "help": "augmentation: strong (sim-to-real), light (geometry + mild colour), none"})
+    colour: Literal["frame", "episode"] = dataclasses.field(default="frame", metadata={
+        "help": "strong/light colour transform drawn per frame, or once per episode for all its frames (plus a "
+                "small per-frame jitter): a real feed keeps one camera and light between support and query"})
     min_pixels: int = dataclasses.field(default=64, metadata={
         "help": "a frame counts for a class if it holds at least this many of its pixels (at render size)"})
     workers: int = dataclasses.field(default=1, metadata={"help": "data-loading worker processes (0: in-process)"})
@@ -160,13 +163,15 @@ class EpisodeData(torch.utils.data.Dataset):
         k = self.shots_of(i // self.per_step)
         ep = self.samplers[k].episode(i)
         rng = np.random.default_rng([self.cfg.seed, i, 23])
-        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True)
+        shared = colour_shift(rng, self.cfg.augment == "strong") if self.cfg.colour == "episode" else None
+        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True, colour=shared)
                for im, m in zip(ep.support_images, ep.support_masks, strict=True)]
         qmask = ep.query_mask
         if self.cfg.ignore_heldout and self.ignore:
             qmask = qmask.copy()
             qmask[np.isin(self.dataset.species_mask(ep.frames[-1]), self.ignore)] = IGNORE
-        q, qm = strong_augment(ep.query_image, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True)
+        q, qm = strong_augment(ep.query_image, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True,
+                               colour=shared)
         s = torch.from_numpy(np.stack([a for a, _ in sup])).permute(0, 3, 1, 2)  # [K,3,S,S] uint8
         sm = torch.from_numpy(np.stack([b for _, b in sup]))[:, None]  # [K,1,S,S] uint8
         return s, sm, torch.from_numpy(q).permute(2, 0, 1), torch.from_numpy(qm)
@@ -358,7 +363,8 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     rows = [r for r in _read_log(log_path) if int(r["step"]) <= start] if main_proc else []
     t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
     extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
-             "augment": cfg.augment, **({"init": str(cfg.init)} if cfg.init is not None else {})}
+             "augment": cfg.augment, "colour": cfg.colour,
+             **({"init": str(cfg.init)} if cfg.init is not None else {})}
     last_val: dict[str, float] = {}
     bar = None
     if main_proc and cfg.progress:

@@ -118,3 +118,55 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
     assert (out / "keep.txt").read_text() == "earlier result"
+
+
+class _DroppingCapture:
+    """A stand-in for cv2.VideoCapture of a live stream: each opening serves the next count of ``plan`` frames,
+    then reads fail (the stream drops); an opening past the plan fails."""
+
+    plan: list[int] = []
+    opened = 0
+
+    def __init__(self, target: object) -> None:
+        cls = type(self)
+        self.left = cls.plan[cls.opened] if cls.opened < len(cls.plan) else -1
+        cls.opened += 1
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return self.left >= 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((24, 32, 3), 90, np.uint8)
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        self.left = 0
+
+
+@pytest.mark.parametrize(("plan", "frames", "rc"), [([3, 2], 5, 2), ([3, 0, 0, 2], 5, 2), ([2], 2, 2)])
+def test_a_dropping_stream_reconnects_with_backoff_then_exits_2(tmp_path: Path, weights: Path, support: str,
+                                                                 monkeypatch, capsys, plan, frames, rc) -> None:
+    """The stream is reopened after a drop (waits 0.5, 1, 2 s: exponential backoff) and the frames that come
+    back are segmented; after 3 failed reconnects in a row it stops with exit 2 and one line, keeping the masks
+    written so far and a summary that says why it stopped."""
+    import vision.sources as sources
+
+    waits: list[float] = []
+    monkeypatch.setattr(sources.time, "sleep", waits.append)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _DroppingCapture)
+    monkeypatch.setattr(_DroppingCapture, "plan", plan)
+    monkeypatch.setattr(_DroppingCapture, "opened", 0)
+    out = tmp_path / "out"
+    assert _run(["--support", support, "--source", "rtsp://camera/feed", "--weights", str(weights),
+                 "--out", str(out)]) == rc
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dropped and did not come back after 3 reconnects" in err[0]
+    assert len(list((out / "masks").glob("frame_*.png"))) == frames
+    assert waits[-3:] == [0.5, 1.0, 2.0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == frames and summary["stopped"].startswith("error: stream")

@@ -14,7 +14,7 @@ from test_episodes import make_dataset
 import microfarm
 import vision.train as vt
 from models.guided_net import GuidedNet, load_guided_net
-from vision.augment import strong_augment
+from vision.augment import colour_shift, strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import SegmentationMetrics
 
@@ -199,6 +199,38 @@ def test_strong_augment_keeps_image_and_mask_aligned():
     for mode in ("light", "none"):
         a, m = strong_augment(img, mask, np.random.default_rng(0), size, mode)
         assert a.shape == (size, size, 3) and m.shape == (size, size)
+
+
+def test_episode_colour_is_shared_by_the_frames_of_an_episode():
+    """--colour episode: the support and the query get one colour transform (plus a small jitter), so a leaf
+    keeps nearly the same colour between them; drawn per frame, the colour differs far more."""
+    img = np.full((64, 64, 3), (110, 80, 50), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 1
+    img[mask == 1] = (60, 170, 60)
+
+    def leaf_colour(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return a[m == 1].astype(float).mean(0)
+
+    shared, independent = [], []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        ep = colour_shift(rng)
+        a, b = (strong_augment(img, mask, rng, 48, "strong", need_fg=True, colour=ep) for _ in range(2))
+        shared.append(np.abs(leaf_colour(*a) - leaf_colour(*b)).max())
+        a, b = (strong_augment(img, mask, rng, 48, "strong", need_fg=True) for _ in range(2))
+        independent.append(np.abs(leaf_colour(*a) - leaf_colour(*b)).max())
+    assert np.median(shared) < 0.5 * np.median(independent), (np.median(shared), np.median(independent))
+
+
+def test_training_with_episode_colour_runs(data, tmp_path):
+    out = tmp_path / "ep"
+    args = [a if a != "none" else "strong" for a in TINY]
+    assert vt.cli(["--data", str(data), "--out", str(out), "--steps", "4", "--val-every", "0", "--colour",
+                   "episode", *args]) == 0
+    assert json.loads((out / "config.json").read_text())["colour"] == "episode"
+    _, extra = load_guided_net(out / "weights.safetensors")
+    assert extra["colour"] == "episode"
 
 
 def test_data_parallel_under_torchrun_on_cpu(data, tmp_path):
