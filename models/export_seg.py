@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from microfarm import atomic_path
 from models.guided_net import GuidedNet
-from models.onnx_export import OPSET, OnnxExportError, _io_desc, check_onnx, sha256_file
+from models.onnx_export import OPSET, _io_desc, check_onnx, save_checked, sha256_file
 from models.runtime import BUNDLE_FORMAT, CONTRACT_KEY
 
 __all__ = ["GuideExport", "SegmentExport", "export_model", "versions", "BUNDLE_FORMAT", "CONTRACT_KEY",
@@ -91,7 +91,6 @@ def export_model(module: nn.Module, example: Sequence[Tensor], path: str | Path,
     contract: extra fields (preprocess, config, ...) of the model's contract, written to the manifest entry and
     to ``metadata_props[CONTRACT_KEY]`` together with the inputs/outputs and versions.
     """
-    import onnx
 
     path = Path(path)
     module = module.eval()
@@ -113,12 +112,7 @@ def export_model(module: nn.Module, example: Sequence[Tensor], path: str | Path,
     del model.metadata_props[:]
     model.metadata_props.add(key=CONTRACT_KEY, value=json.dumps(entry, sort_keys=True))
     model.metadata_props.add(key="version", value=BUNDLE_FORMAT)
-    with atomic_path(path) as tmp:
-        onnx.save_model(model, str(tmp))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise OnnxExportError(f"{path.name}: onnx.checker failed: {e}") from None
+    save_checked(model, path)
     worst = 0.0
     for inputs_set in (example, *checks):
         ts = tuple(t.detach().cpu() for t in inputs_set)

@@ -24,7 +24,7 @@ from torch import nn
 
 from microfarm import atomic_path, atomic_write_json
 
-__all__ = ["OnnxExportError", "export_onnx", "sha256_file", "write_manifest", "check_onnx"]
+__all__ = ["OnnxExportError", "export_onnx", "save_checked", "sha256_file", "write_manifest", "check_onnx"]
 
 OPSET = 18
 
@@ -71,6 +71,19 @@ def check_onnx(path: str | Path, inputs: dict[str, np.ndarray], expected: Sequen
     return worst
 
 
+def save_checked(model: Any, path: Path) -> None:
+    """Write the ModelProto ``model`` to ``path`` atomically, then run ``onnx.checker`` (full check) on it;
+    ``OnnxExportError`` if the checker rejects it."""
+    import onnx
+
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise OnnxExportError(f"{path.name}: onnx.checker failed: {e}") from None
+
+
 def export_onnx(module: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path,
                 input_names: Sequence[str], output_names: Sequence[str], dynamic_batch: bool = True,
                 metadata: dict[str, Any] | None = None, atol: float = 1e-4, rtol: float = 1e-3) -> dict[str, Any]:
@@ -100,12 +113,7 @@ def export_onnx(module: nn.Module, example_inputs: Sequence[torch.Tensor], path:
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
-    with atomic_path(path) as tmp:
-        onnx.save_model(model, str(tmp))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise OnnxExportError(f"{path.name}: onnx.checker failed: {e}") from None
+    save_checked(model, path)
     feeds = {n: t.numpy() for n, t in zip(input_names, example, strict=True)}
     diff = check_onnx(path, feeds, refs, atol, rtol)
     loaded = onnx.load(str(path))

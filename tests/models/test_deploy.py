@@ -12,6 +12,7 @@ import pytest
 from microfarm import main as microfarm_main
 from robot.base import Feature, Robot
 from robot.registry import ROBOTS, register_robot
+from tests.conftest import write_support
 from tests.models.test_export_bundle import session_bundle
 
 
@@ -22,14 +23,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def support(tmp_path_factory: pytest.TempPathFactory) -> str:
-    d = tmp_path_factory.mktemp("support")
-    img = np.zeros((64, 64, 3), np.uint8)
-    img[:, 32:] = (40, 180, 40)
-    mask = np.zeros((64, 64), np.uint8)
-    mask[:, 32:] = 255
-    cv2.imwrite(str(d / "img.png"), img)
-    cv2.imwrite(str(d / "mask.png"), mask)
-    return f"{d / 'img.png'}:{d / 'mask.png'}"
+    return write_support(tmp_path_factory.mktemp("support"), 64, 64)
 
 
 def test_both_session_on_the_simulator(bundle: Path, support: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from microfarm import main as microfarm_main
 from models.runtime import BundleError, Runtime, select_providers
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_support
 from tests.models.test_export_bundle import IMGSZ, session_bundle
 
 
@@ -101,14 +101,8 @@ def test_providers_order_and_refusal() -> None:
 
 def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) -> None:
     d = tmp_path
-    img = np.zeros((48, 64, 3), np.uint8)
-    img[:, 32:] = (40, 180, 40)
-    mask = np.zeros((48, 64), np.uint8)
-    mask[:, 32:] = 255
-    cv2.imwrite(str(d / "img.png"), img)
-    cv2.imwrite(str(d / "mask.png"), mask)
     weights = bundle.parent / "src" / "segmenter.safetensors"
-    common = ["--support", f"{d / 'img.png'}:{d / 'mask.png'}", "--source", "sim", "--imgsz", str(IMGSZ),
+    common = ["--support", write_support(d), "--source", "sim", "--imgsz", str(IMGSZ),
               "--max-frames", "4", "--crf", "meanfield"]
     assert microfarm_main(["segment", *common, "--weights", str(weights), "--out", str(d / "torch")]) == 0
     assert microfarm_main(["segment", *common, "--backend", "onnx", "--bundle", str(bundle),

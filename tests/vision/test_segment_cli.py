@@ -13,7 +13,7 @@ import pytest
 
 from microfarm import main as microfarm_main
 from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_support
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def support(tmp_path_factory: pytest.TempPathFactory) -> str:
-    d = tmp_path_factory.mktemp("support")
-    img = np.zeros((48, 64, 3), np.uint8)
-    img[:, 32:] = (40, 180, 40)
-    mask = np.zeros((48, 64), np.uint8)
-    mask[:, 32:] = 255
-    cv2.imwrite(str(d / "img.png"), img)
-    cv2.imwrite(str(d / "mask.png"), mask)
-    return f"{d / 'img.png'}:{d / 'mask.png'}"
+    return write_support(tmp_path_factory.mktemp("support"))
 
 
 def _run(args: list[str]) -> int:
