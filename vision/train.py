@@ -2,9 +2,10 @@
 
 PASCAL-5i protocol: the species of three folds are the training classes, the fourth (``--fold``) is held
 out; every step draws ``--batch`` episodes of one shot count K (uniform in 1..``--shots``), each with K
-support frames and one query frame of one training class. Every image is strongly augmented on its own
-(``strong_augment``: geometry and a sim-to-real photometric pipeline). Loss: cross-entropy + soft Dice
-on the foreground. AdamW with warm-up and cosine decay.
+support frames and one query frame of one training class. Every image is strongly augmented
+(``strong_augment``: its own geometry, camera degradations and a small colour jitter, and one colour transform
+shared by the whole episode, ``--colour episode``; or a colour transform per image, ``--colour frame``).
+Loss: cross-entropy + soft Dice on the foreground. AdamW with warm-up and cosine decay.
 
 Writes into ``runs/train-segmenter/<N>/`` (or ``--out``): ``config.json``, ``log.csv`` (step, loss, lr,
 validation mIoU / FB-IoU, seconds), ``loss.png``, ``val_miou.png``, ``checkpoint/`` (``model.safetensors``,
@@ -75,9 +76,10 @@ class TrainConfig:
                 "background"})
     augment: Literal["strong", "light", "none"] = dataclasses.field(default="strong", metadata={
         "help": "augmentation: strong (sim-to-real), light (geometry + mild colour), none"})
-    colour: Literal["frame", "episode"] = dataclasses.field(default="frame", metadata={
-        "help": "strong/light colour transform drawn per frame, or once per episode for all its frames (plus a "
-                "small per-frame jitter): a real feed keeps one camera and light between support and query"})
+    colour: Literal["episode", "frame"] = dataclasses.field(default="episode", metadata={
+        "help": "the colour transform of the augmentation: drawn once per episode for all its frames (plus a "
+                "small per-frame jitter; a real feed keeps one camera and light between support and query), or "
+                "per frame"})
     min_pixels: int = dataclasses.field(default=64, metadata={
         "help": "a frame counts for a class if it holds at least this many of its pixels (at render size)"})
     workers: int = dataclasses.field(default=1, metadata={"help": "data-loading worker processes (0: in-process)"})
