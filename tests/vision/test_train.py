@@ -162,6 +162,7 @@ def test_init_starts_from_saved_weights(data, tmp_path, capsys):
     (["--backbone", "nope"], "available"),
     (["--lr", "-1"], "--lr"),
     (["--augment", "extreme"], "choose one of"),
+    (["--colour", "fancy"], "choose one of: episode, frame"),
     (["--backbone-weights", "/no/such/file.pt"], "does not exist"),
     (["--resume", "/no/such/run"], "not a train-segmenter run"),
     (["--init", "/no/such/weights.safetensors"], "does not exist"),
