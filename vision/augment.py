@@ -1,6 +1,6 @@
 """Training augmentation of (image, mask) pairs: geometry on both, a sim-to-real photometric pipeline on
-the image. Used by ``microfarm train-segmenter`` (every frame of an episode on its own) and by
-``EpisodeSampler(augment=True)`` (mode "light")."""
+the image. Used by ``microfarm train-segmenter`` (geometry and camera degradations per frame; the colour
+transform per episode or per frame, ``--colour``) and by ``EpisodeSampler(augment=True)`` (mode "light")."""
 
 from __future__ import annotations
 
