@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.crf import MeanFieldCRF
 
@@ -108,3 +109,38 @@ def test_grid_crf_labels_each_side_of_a_colour_edge():
     p = torch.cat([1 - fg, fg], 1)
     q = MeanFieldCRF()(p, img)[0, 1]
     assert bool((q[:, 48:] > 0.5).all()) and bool((q[:, :48] < 0.5).all())
+
+
+def test_grid_mode_gaussian_and_pooling_equal_the_box_filters():
+    """The grid mode's fast paths compute the same filters: the composite kernel equals the three box filters
+    away from the borders (at the borders it is normalised once instead of per box), and the strided-slice
+    pooling equals avg_pool2d with ceil mode on odd sizes."""
+    from models.bilateral_grid import avg_pool as avg_pool
+
+    crf = MeanFieldCRF()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 31, 40, generator=g)
+    r = len(crf.gauss_taps) // 2
+    fast = crf._gauss_conv(x) / crf._gauss_conv(torch.ones_like(x))
+    boxes = crf._gauss(x)
+    assert torch.allclose(fast[..., r:-r, r:-r], boxes[..., r:-r, r:-r], atol=1e-6)
+    assert torch.allclose(crf._gauss_conv(torch.full((1, 1, 9, 9), 2.0))[..., r:-r, r:-r], torch.tensor(2.0))
+    for h, w in [(31, 40), (30, 41), (7, 7)]:
+        y = torch.rand(1, 2, h, w, generator=g)
+        ref = F.avg_pool2d(y, 2, 2, ceil_mode=True, count_include_pad=False)
+        assert torch.allclose(avg_pool(y, 2), ref, atol=1e-6)
+
+
+def test_bilateral_grid_workspace_reuse_gives_the_same_result():
+    """A grid that reuses a workspace's buffers filters as one with fresh tensors (to rounding), across calls on
+    images of different sizes and batch sizes (buffers grow and are re-sliced)."""
+    from models.bilateral_grid import BilateralGrid, GridWorkspace
+
+    g = torch.Generator().manual_seed(4)
+    ws = GridWorkspace()
+    for n, h, w in [(1, 40, 50), (2, 23, 31), (1, 40, 50)]:
+        img = torch.rand(n, 3, h, w, generator=g) * 255
+        q = torch.rand(n, 1, h, w, generator=g)
+        fresh = BilateralGrid(img, 8.0, 13.0).filter(q)
+        reused = BilateralGrid(img, 8.0, 13.0, ws).filter(q)
+        assert torch.allclose(fresh, reused, rtol=1e-5, atol=1e-7)
