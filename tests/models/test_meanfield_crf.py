@@ -144,3 +144,17 @@ def test_bilateral_grid_workspace_reuse_gives_the_same_result():
         fresh = BilateralGrid(img, 8.0, 13.0).filter(q)
         reused = BilateralGrid(img, 8.0, 13.0, ws).filter(q)
         assert torch.allclose(fresh, reused, rtol=1e-5, atol=1e-7)
+
+
+def test_bilateral_grid_matmul_blur_equals_the_blur_passes():
+    """The ONNX form of the grid blur (banded matrices) computes the eager [1, 2, 1] / 4 passes."""
+    from models.bilateral_grid import BilateralGrid
+
+    g = torch.rand(2, 1, 6, 7, 9, 10, 11, generator=torch.Generator().manual_seed(5))
+    ref = g
+    for axis in range(2, 7):
+        n = ref.shape[axis]
+        ref = (ref.narrow(axis, 0, n - 2) + ref.narrow(axis, 2, n - 2)) * 0.25 + ref.narrow(axis, 1, n - 2) * 0.5
+    got = BilateralGrid._blur_matmul(g)
+    assert got.shape == (2, 1, 4, 5, 7, 8, 9)
+    assert torch.allclose(got, ref, atol=1e-6)
