@@ -119,8 +119,9 @@ class BilateralGrid:
         is valid until the next call) and are 4^5 times larger (the division by the row sums cancels it)."""
         ch = values.shape[0]
         total = self.dims[0] * self.cells
+        exporting = torch.onnx.is_in_onnx_export()
         wide = values.dtype in (torch.float32, torch.float64)
-        ws = None if torch.onnx.is_in_onnx_export() or not wide else self.workspace
+        ws = None if exporting or not wide else self.workspace
         index = self.splat_index.view(1, -1).expand(ch, -1)
         if ws is None:
             grid = torch.zeros(ch, total, device=values.device, dtype=values.dtype)
@@ -128,7 +129,7 @@ class BilateralGrid:
         else:
             g = ws.buffer(0, ch * total, values).zero_().view(ch, total).scatter_add_(1, index, values)
             g = g.view(ch, *self.dims)
-        if torch.onnx.is_in_onnx_export():
+        if exporting:
             return self._blur_matmul(g).reshape(ch, -1)
         for i, axis in enumerate(range(2, 7)):  # [C, N, gy, gx, c, c, c]
             n_ax = g.shape[axis]

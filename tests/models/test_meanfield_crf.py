@@ -115,7 +115,7 @@ def test_grid_mode_gaussian_and_pooling_equal_the_box_filters():
     """The grid mode's fast paths compute the same filters: the composite kernel equals the three box filters
     away from the borders (at the borders it is normalised once instead of per box), and the strided-slice
     pooling equals avg_pool2d with ceil mode on odd sizes."""
-    from models.bilateral_grid import avg_pool as avg_pool
+    from models.bilateral_grid import avg_pool
 
     crf = MeanFieldCRF()
     g = torch.Generator().manual_seed(3)
