@@ -262,14 +262,22 @@ class OnnxSegmenter:
     """``set_support(images, masks)`` once, ``predict(frame) -> (probs (H,W) float32, mask (H,W) uint8 0/255)``.
 
     Same preprocessing as the torch ``FewShotSegmenter``: the network sees ``imgsz x imgsz`` (cv2 INTER_AREA when
-    shrinking, INTER_LINEAR otherwise); probabilities are resized back to the frame's size; crf "meanfield"
-    runs ``crf.onnx`` at the frame's size. The guide is a running mean over the shots.
+    shrinking, INTER_LINEAR otherwise); probabilities are resized back to the frame's size and blended with the
+    support's colour histogram (``colour_prior`` W: (1-W) network + W colour, ``models.colour_prior``); crf
+    "meanfield" runs ``crf.onnx`` at the frame's size. The guide is a running mean over the shots.
     """
 
     def __init__(self, runtime: Runtime | str | Path, crf: str = "none", imgsz: int | None = None,
-                 threshold: float = 0.5, **runtime_kwargs: Any) -> None:
+                 threshold: float = 0.5, colour_prior: float | None = None, **runtime_kwargs: Any) -> None:
+        from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram
+
         if crf not in ("none", "meanfield"):
             raise BundleError(f"crf {crf!r} is not available from a bundle; choose none or meanfield (crf.onnx)")
+        w = DEFAULT_COLOUR_PRIOR if colour_prior is None else float(colour_prior)
+        if not 0.0 <= w <= 1.0:
+            raise BundleError(f"colour_prior must be in [0, 1] (0 = the network alone), got {colour_prior}")
+        self.colour_prior = w
+        self._colour = ColourHistogram()
         self.rt = runtime if isinstance(runtime, Runtime) else Runtime(runtime, **runtime_kwargs)
         pre = self.rt.entry("segment").get("preprocess", {}) if self.rt.has("segment") else {}
         self.imgsz = int(imgsz or pre.get("size", 256))
@@ -294,6 +302,7 @@ class OnnxSegmenter:
             raise BundleError(f"need as many masks as images, at least one (got {len(images)} images, "
                               f"{len(masks)} masks)")
         self._sum, self._count = None, 0
+        self._colour.reset()
         for img, m in zip(images, masks, strict=True):
             self.add_support(img, m)
 
@@ -313,6 +322,7 @@ class OnnxSegmenter:
         g = self.rt.guide(self._input(rgb), mt)
         self._sum = g if self._sum is None else self._sum + g
         self._count += 1
+        self._colour.add(rgb, m)
 
     def guide_value(self) -> np.ndarray:
         if self._sum is None:
@@ -324,13 +334,16 @@ class OnnxSegmenter:
 
         rgb = to_rgb8(frame, BundleError)
         h, w = rgb.shape[:2]
+        from models.colour_prior import blend
+
         p = softmax_fg(self.rt.segment(self._input(rgb), self.guide_value()))
+        fg = cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.colour_prior > 0:
+            fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
         if self.crf == "meanfield":
-            p = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in p[0]])[None]
+            fg = np.clip(fg, 0.0, 1.0)
             img = rgb.transpose(2, 0, 1)[None].astype(np.float32)
-            fg = self.rt.crf(p, img)[0, 1]
-        else:
-            fg = cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
+            fg = self.rt.crf(np.stack([1.0 - fg, fg])[None], img)[0, 1]
         fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
         return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from microfarm import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
+from models.colour_prior import ColourPriorFlags
 
 __all__ = ["DeployConfig", "deploy", "cli", "percentiles"]
 
@@ -35,7 +36,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass
-class DeployConfig:
+class DeployConfig(ColourPriorFlags):
     """Run an ONNX bundle on a robot (segmentation and/or reaching goals) without PyTorch."""
 
     bundle: Path | None = _f(None, "bundle folder written by `microfarm export` (required)")
@@ -117,6 +118,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         raise UsageError("--bundle is required: a folder written by `microfarm export`")
     if cfg.steps < 0:
         raise UsageError(f"--steps must be >= 0, got {cfg.steps}")
+    cfg.check_colour_prior()
     seg_on, reach_on = cfg.task in ("segment", "both"), cfg.task in ("reach", "both")
     providers = [p.strip() for p in cfg.providers.split(",") if p.strip()] or ["auto"]
     try:
@@ -131,7 +133,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
                               f"with {how} or choose another --task")
         seg = None
         if seg_on:
-            seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None)
+            seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior())
             seg.set_support(*_support(cfg.support))
         goals = None
         if reach_on:

@@ -6,17 +6,18 @@
 - ``HistogramBackprojection``: colour-histogram back-projection from the support. Hue-saturation-value
   histograms of the support's foreground and background pixels give, per colour, the posterior
   P(fg | colour) = pi Hf / (pi Hf + (1 - pi) Hb) (pi: the support's foreground fraction); the map is
-  smoothed a little and thresholded at 0.5.
+  smoothed a little and thresholded at 0.5. It is ``models.colour_prior.ColourHistogram``, the colour prior
+  that the predictors blend with the network (``--colour-prior``).
 
 Both take (H,W,3) uint8 RGB and return (H,W) bool masks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
+
+from models.colour_prior import ColourHistogram
 
 __all__ = ["excess_green", "exg_otsu", "HistogramBackprojection"]
 
@@ -44,49 +45,5 @@ def exg_otsu(image: np.ndarray) -> np.ndarray:
     return u8 > t
 
 
-class HistogramBackprojection:
-    """Colour-histogram back-projection from a support set.
-
-    ``fit(images, masks)`` (lists of (H,W,3) uint8 RGB and (H,W) non-zero = fg), then ``prob(query)`` ->
-    (H,W) float32 P(fg) and ``predict(query)`` -> (H,W) bool. ``bins`` = (hue, saturation, value).
-    """
-
-    def __init__(self, bins: tuple[int, int, int] = (30, 16, 8), smooth: float = 1.0, prior_floor: float = 0.05):
-        self.bins = tuple(int(b) for b in bins)
-        self.smooth, self.prior_floor = float(smooth), float(prior_floor)
-        self.post: np.ndarray | None = None
-
-    def _codes(self, image: np.ndarray) -> np.ndarray:
-        hsv = cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2HSV).astype(np.int32)
-        bh, bs, bv = self.bins
-        h = np.minimum(hsv[..., 0] * bh // 180, bh - 1)
-        s = np.minimum(hsv[..., 1] * bs // 256, bs - 1)
-        v = np.minimum(hsv[..., 2] * bv // 256, bv - 1)
-        return (h * bs + s) * bv + v
-
-    def fit(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> HistogramBackprojection:
-        n = int(np.prod(self.bins))
-        hf, hb = np.zeros(n), np.zeros(n)
-        for img, m in zip(images, masks, strict=True):
-            c = self._codes(img).ravel()
-            fg = np.asarray(m).ravel() != 0
-            hf += np.bincount(c[fg], minlength=n)
-            hb += np.bincount(c[~fg], minlength=n)
-        nf, nb = hf.sum(), hb.sum()
-        if nf == 0:
-            raise ValueError("the support has no foreground pixels")
-        pi = float(np.clip(nf / max(nf + nb, 1), self.prior_floor, 1 - self.prior_floor))
-        df, db = (hf + 0.1) / (nf + 0.1 * n), (hb + 0.1) / (max(nb, 1) + 0.1 * n)
-        self.post = (pi * df / (pi * df + (1 - pi) * db)).astype(np.float32)
-        return self
-
-    def prob(self, image: np.ndarray) -> np.ndarray:
-        if self.post is None:
-            raise RuntimeError("call fit(images, masks) first")
-        p = self.post[self._codes(image)]
-        if self.smooth > 0:
-            p = cv2.GaussianBlur(p, (0, 0), self.smooth)
-        return p.astype(np.float32)
-
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        return self.prob(image) >= 0.5
+# the colour-histogram baseline is the colour prior of the predictors on its own, thresholded at 0.5
+HistogramBackprojection = ColourHistogram

@@ -28,6 +28,7 @@ from microfarm import (
     next_run_dir,
     parse_config,
 )
+from models.colour_prior import ColourPriorFlags
 from models.crf_params import CRFFlags, crf_flag
 from vision.sources import Source, open_source, read_image
 
@@ -35,7 +36,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "
 
 
 @dataclasses.dataclass
-class SegmentConfig(CRFFlags):
+class SegmentConfig(ColourPriorFlags, CRFFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -126,7 +127,7 @@ def make_predictor(cfg: SegmentConfig) -> Any:
         if cfg.crf == "dense":
             raise UsageError("--crf dense is not in an ONNX bundle; use --crf meanfield (crf.onnx) or none")
         try:
-            seg = OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz,
+            seg = OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
                                 providers=["cuda"] if cfg.device == "cuda" else None)
         except BundleError as e:
             raise UsageError(str(e)) from None
@@ -143,7 +144,8 @@ def make_predictor(cfg: SegmentConfig) -> Any:
         raise UsageError(f"no segmenter weights at {str(weights)!r}; pass --weights or train them with "
                          "`microfarm train-segmenter` (see README)")
     try:
-        return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params())
+        return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params(),
+                                colour_prior=cfg.check_colour_prior())
     except WeightsError as e:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 

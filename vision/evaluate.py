@@ -2,9 +2,11 @@
 
 For each fold and shot count, ``--episodes`` episodes (deterministic: ``--seed``); on exactly the same
 episodes it scores the guided network without CRF, with the dense CRF (pydensecrf) and with the mean-field
-CRF (``models.crf``), and the two baselines of ``vision.baselines`` (excess green + Otsu, which ignores the
-support; colour-histogram back-projection from the support). Metrics: class-wise mIoU and FB-IoU
-(``vision.metrics``). Images are scored at the dataset's own size; the network sees ``--imgsz``.
+CRF (``models.crf``); the same three blended with the support's colour histogram (``--colour-prior W``, the
+predictors' default pipeline, ``models.colour_prior``; rows ``colour*``); and the two baselines of
+``vision.baselines`` (excess green + Otsu, which ignores the support; colour-histogram back-projection from
+the support). Metrics: class-wise mIoU and FB-IoU (``vision.metrics``). Images are scored at the dataset's
+own size; the network sees ``--imgsz``.
 
 Writes into ``runs/eval-segmenter/<N>/`` (or ``--out``): ``results.json`` (every metric, per-class IoU,
 seconds per frame of each method, the config), ``results.md`` (the table) and ``examples.png`` (support,
@@ -21,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
-from vision.baselines import HistogramBackprojection, exg_otsu
+from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
+from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import SegmentationMetrics, binary_iou
@@ -30,18 +33,23 @@ __all__ = ["EvalConfig", "evaluate", "cli", "METHODS", "markdown_table"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
 NET_METHODS = ("none", "dense", "meanfield")
+COLOUR_METHODS = ("colour", "colour_dense", "colour_meanfield")
 BASELINES = ("exg_otsu", "histogram")
-METHODS = NET_METHODS + BASELINES
+METHODS = NET_METHODS + COLOUR_METHODS + BASELINES
 LABELS = {"none": "guided net", "none_subset": "guided net (on the CRF episodes)",
           "dense": "guided net + dense CRF", "meanfield": "guided net + mean-field CRF",
+          "colour": "guided net + colour prior", "colour_subset": "guided net + colour prior (on the CRF episodes)",
+          "colour_dense": "guided net + colour prior + dense CRF",
+          "colour_meanfield": "guided net + colour prior + mean-field CRF",
           "exg_otsu": "ExG + Otsu (baseline)", "histogram": "colour histogram (baseline)"}
 
-SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field", "exg_otsu": "ExG+Otsu",
+SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field", "colour": "net+colour",
+         "colour_dense": "net+colour+dense", "colour_meanfield": "net+colour+MF", "exg_otsu": "ExG+Otsu",
          "histogram": "histogram"}
 
 
 @dataclasses.dataclass
-class EvalConfig(CRFFlags):
+class EvalConfig(ColourPriorFlags, CRFFlags):
     """Evaluate the few-shot segmenter on held-out class folds (class-wise mIoU, FB-IoU)."""
 
     data: Path | None = dataclasses.field(default=None, metadata={
@@ -69,6 +77,7 @@ class EvalConfig(CRFFlags):
 
     def validate(self) -> None:
         self.crf_params()
+        self.check_colour_prior()
         if self.data is None:
             raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
         if self.episodes < 1:
@@ -161,13 +170,26 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
             warnings.warn(f"fold(s) {seen} were training folds of these weights: not a held-out score", stacklevel=2)
     shots = sorted(set(cfg.shots)) or [1, 5]
     crfs = _crfs(cfg)
-    methods = ["none", *crfs, *(BASELINES if cfg.baselines else ())]
+    weight = cfg.check_colour_prior()
+    colour = weight > 0
+    methods = ["none", *(["colour"] if colour else []), *crfs, *(f"colour_{c}" for c in crfs if colour),
+               *(BASELINES if cfg.baselines else ())]
     crf_n = cfg.crf_episodes or cfg.episodes
-    if crfs and crf_n < cfg.episodes:
-        methods.insert(1, "none_subset")  # the network alone on the CRF's episodes: the CRF's gain is against it
-    seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device)
+    if crfs and crf_n < cfg.episodes:  # the network alone on the CRF's episodes: the CRF's gain is against it
+        methods[1 + colour:1 + colour] = ["none_subset", *(["colour_subset"] if colour else [])]
+    seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device, colour_prior=0.0)
     params = cfg.crf_params()
     meanfield = params.meanfield().to(seg.device).eval() if "meanfield" in crfs else None
+
+    def refine(crf: str, fg: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """fg (H,W) float32 -> the CRF's (H,W) bool mask."""
+        if crf == "dense":
+            return dense_crf(np.stack([1.0 - fg, fg]), q, params)[1] >= 0.5
+        assert meanfield is not None
+        with torch.inference_mode():
+            p = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(seg.device)
+            img = torch.from_numpy(q).to(seg.device).permute(2, 0, 1)[None].float()
+            return meanfield(p, img)[0, 1].cpu().numpy() >= 0.5
 
     results: dict[str, Any] = {"folds": {}}
     seconds = dict.fromkeys(methods, 0.0)
@@ -180,6 +202,22 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
         bar = tqdm(total=len(folds) * len(shots) * cfg.episodes, desc="eval-segmenter", unit="episode",
                    dynamic_ncols=True)
     t_all = time.perf_counter()
+
+    def timed(method: str, fn: Any, *args: Any) -> Any:
+        """fn(*args), its seconds counted for ``method``."""
+        t = time.perf_counter()
+        out = fn(*args)
+        seconds[method] += time.perf_counter() - t
+        frames[method] += 1
+        return out
+
+    def net(ep: Any) -> np.ndarray:
+        seg.set_support(ep.support_images, ep.support_masks)
+        return seg.predict(ep.query_image)[0]
+
+    def colour_prob(ep: Any) -> np.ndarray:
+        return ColourHistogram().fit(ep.support_images, ep.support_masks).prob(ep.query_image)
+
     try:
         for fold in folds:
             results["folds"][str(fold)] = {}
@@ -190,42 +228,30 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                     ep = sampler.episode(i)
                     q, truth = ep.query_image, ep.query_mask.astype(bool)
                     preds: dict[str, np.ndarray] = {}
-                    t = time.perf_counter()
-                    seg.set_support(ep.support_images, ep.support_masks)
-                    fg, _ = seg.predict(q)
-                    seconds["none"] += time.perf_counter() - t
-                    frames["none"] += 1
+                    fg = timed("none", net, ep)
                     preds["none"] = fg >= 0.5
+                    fused = None
+                    if colour or cfg.baselines:  # the histogram's time counts for both methods that use it
+                        cp = timed("histogram" if cfg.baselines else "colour", colour_prob, ep)
+                    if colour:
+                        fused = blend(fg, cp, weight)
+                        preds["colour"] = fused >= 0.5
                     if i < crf_n:
                         if "none_subset" in methods:
                             preds["none_subset"] = preds["none"]
-                        if "dense" in crfs:
-                            t = time.perf_counter()
-                            preds["dense"] = dense_crf(np.stack([1.0 - fg, fg]), q, params)[1] >= 0.5
-                            seconds["dense"] += time.perf_counter() - t
-                            frames["dense"] += 1
-                        if meanfield is not None:
-                            t = time.perf_counter()
-                            with torch.inference_mode():
-                                p = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(seg.device)
-                                img = torch.from_numpy(q).to(seg.device).permute(2, 0, 1)[None].float()
-                                preds["meanfield"] = meanfield(p, img)[0, 1].cpu().numpy() >= 0.5
-                            seconds["meanfield"] += time.perf_counter() - t
-                            frames["meanfield"] += 1
+                        if "colour_subset" in methods:
+                            preds["colour_subset"] = preds["colour"]
+                        for crf in crfs:
+                            preds[crf] = timed(crf, refine, crf, fg, q)
+                            if fused is not None:
+                                preds[f"colour_{crf}"] = timed(f"colour_{crf}", refine, crf, fused, q)
                     if cfg.baselines:
-                        t = time.perf_counter()
-                        preds["exg_otsu"] = exg_otsu(q)
-                        seconds["exg_otsu"] += time.perf_counter() - t
-                        t = time.perf_counter()
-                        hist = HistogramBackprojection().fit(ep.support_images, ep.support_masks)
-                        preds["histogram"] = hist.predict(q)
-                        seconds["histogram"] += time.perf_counter() - t
-                        frames["exg_otsu"] += 1
-                        frames["histogram"] += 1
+                        preds["exg_otsu"] = timed("exg_otsu", exg_otsu, q)
+                        preds["histogram"] = cp >= 0.5
                     for m, p in preds.items():
                         mets[m].update(p, truth, ep.class_id)
                     if len(rows) < cfg.examples and fold == folds[0] and k == shots[0] and len(preds) == len(methods):
-                        shown = [m for m in methods if m != "none_subset"]
+                        shown = [m for m in methods if not m.endswith("_subset")]
                         rows.append({"support": ep.support_images[0], "support_mask": ep.support_masks[0], "query": q,
                                      "truth": truth, "preds": {SHORT[m]: preds[m] for m in shown},
                                      "ious": {SHORT[m]: binary_iou(preds[m], truth) for m in shown},
@@ -238,6 +264,9 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
             bar.close()
     results["shots"] = shots
     results["methods"] = methods
+    if colour:  # the network's time plus the colour histogram's
+        seconds["colour"], frames["colour"] = seconds["none"] + seconds["histogram" if cfg.baselines else "colour"], \
+            frames["none"]
     results["seconds_per_frame"] = {m: seconds[m] / frames[m] for m in methods if frames[m]}
     results["seconds"] = time.perf_counter() - t_all
     results["weights"] = str(weights)
@@ -245,8 +274,9 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     results["config"]["crf_episodes"] = min(crf_n, cfg.episodes)
     if "none_subset" in methods:
-        results["note"] = (f"CRF rows use the first {crf_n} episodes; compare them with 'none_subset' (the network "
-                           "alone on those episodes) for the CRF's gain")
+        results["note"] = (f"CRF rows use the first {crf_n} episodes; compare them with 'none_subset' / "
+                           "'colour_subset' (the network alone / with the colour prior on those episodes) for the "
+                           "CRF's gain")
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown_table(results))
     if rows:

@@ -3,7 +3,8 @@
 Frames and support images are HWC uint8 RGB (H,W,3); gray (H,W) or (H,W,1), RGBA (H,W,4) and 16-bit images
 are converted (``to_rgb8``). A mask is any 8/16-bit image, gray or colour, where non-zero = foreground, of
 its image's size. The network sees ``imgsz x imgsz`` RGB in [0,1] (it applies the ImageNet normalisation
-itself); probabilities are resized back to the frame's own size and optionally refined by a CRF there.
+itself); probabilities are resized back to the frame's own size, blended with the support's colour histogram
+(``colour_prior``, ``models.colour_prior``) and optionally refined by a CRF there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from microfarm import UsageError
+from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram, blend
 from models.guided_net import GuideAccumulator, GuidedNet, load_guided_net
 from vision.densecrf import CRFParams, dense_crf
 from vision.imageio import SupportError, to_mask, to_rgb8
@@ -32,16 +34,20 @@ class FewShotSegmenter:
 
     model: a ``GuidedNet`` or the path of a ``save_guided_net`` safetensors file. crf: "none", "dense"
     (pydensecrf) or "meanfield" (``models.crf.MeanFieldCRF``). imgsz: the network's input side.
-    The guide is computed once per support shot and kept as a running mean, so ``predict`` only runs the
-    query branch.
+    colour_prior: weight W of the support's colour histogram, foreground = (1-W) network + W colour before the
+    CRF (0: the network alone). The guide is computed once per support shot and kept as a running mean, and
+    the colour histogram sums the shots' counts, so ``predict`` only runs the query branch.
     """
 
     def __init__(self, model: GuidedNet | str | Path, crf: CRFName = "none", imgsz: int = 256,
-                 device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5) -> None:
+                 device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5,
+                 colour_prior: float = DEFAULT_COLOUR_PRIOR) -> None:
         if crf not in CRFS:
             raise UsageError(f"unknown crf {crf!r}; choose one of: {', '.join(CRFS)}")
         if imgsz < 16:
             raise UsageError(f"imgsz must be at least 16, got {imgsz}")
+        if not 0.0 <= colour_prior <= 1.0:
+            raise UsageError(f"colour_prior must be in [0, 1] (0 = the network alone), got {colour_prior}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
         self.device = torch.device(device)
@@ -51,7 +57,9 @@ class FewShotSegmenter:
         self.crf, self.imgsz, self.threshold = crf, int(imgsz), float(threshold)
         self.crf_params = crf_params or CRFParams()
         self._meanfield = self.crf_params.meanfield().to(self.device).eval() if crf == "meanfield" else None
+        self.colour_prior = float(colour_prior)
         self._guide = GuideAccumulator()
+        self._colour = ColourHistogram()
 
     @property
     def shots(self) -> int:
@@ -71,6 +79,7 @@ class FewShotSegmenter:
             raise SupportError(f"need as many masks as images, at least one (got {len(images)} images, "
                                f"{len(masks)} masks)")
         self._guide = GuideAccumulator()
+        self._colour.reset()
         for img, m in zip(images, masks, strict=True):
             self.add_support(img, m)
 
@@ -87,26 +96,30 @@ class FewShotSegmenter:
         with torch.inference_mode():
             g = self.model.shot_guides(self._tensor(rgb), torch.from_numpy(mt).to(self.device)[None, None])
         self._guide.add(g)
+        self._colour.add(rgb, m)
 
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """frame (H,W,3) uint8 RGB (or gray/RGBA/16-bit) -> (probs (H,W) float32 in [0,1], mask (H,W) uint8 0/255).
 
-        ``probs`` is the foreground probability at the frame's own size, after the CRF if one is set.
+        ``probs`` is the foreground probability at the frame's own size, blended with the colour prior and
+        refined by the CRF as set.
         """
         rgb = to_rgb8(frame)
         h, w = rgb.shape[:2]
         guide = self._guide.value()
         with torch.inference_mode():
             p = torch.softmax(self.model.segment(self._tensor(rgb), guide), 1)
-            if self.crf == "meanfield":
-                assert self._meanfield is not None
-                p = torch.nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        fg = cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.colour_prior > 0:
+            fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
+        fg = np.clip(fg, 0.0, 1.0)
+        if self.crf == "meanfield":
+            assert self._meanfield is not None
+            with torch.inference_mode():
+                pt = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(self.device)
                 img = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float()
-                fg = self._meanfield(p, img)[0, 1].cpu().numpy()
-            else:
-                fg = cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
-                if self.crf == "dense":
-                    fg = np.clip(fg, 0.0, 1.0)
-                    fg = dense_crf(np.stack([1.0 - fg, fg]), rgb, self.crf_params)[1]
+                fg = self._meanfield(pt, img)[0, 1].cpu().numpy()
+        elif self.crf == "dense":
+            fg = dense_crf(np.stack([1.0 - fg, fg]), rgb, self.crf_params)[1]
         fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
         return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)

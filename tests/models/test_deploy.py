@@ -90,6 +90,7 @@ def test_ctrl_c_stops_cleanly(bundle: Path, tmp_path: Path) -> None:
     (lambda b, s, d: ["--bundle", str(b), "--support", f"{d}/x.png"], "must be IMG:MASK"),
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--robot", "simm"], "did you mean 'sim'"),
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--task", "dance"], "choose one of: segment, reach, both"),
+    (lambda b, s, d: ["--bundle", str(b), "--support", s, "--colour-prior", "2"], "--colour-prior must be in [0, 1]"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--goal", f"{d}/none.png"], "does not exist"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--providers", "cuda"]
      if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers()

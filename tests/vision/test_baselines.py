@@ -59,3 +59,20 @@ def test_histogram_backprojection_needs_foreground():
         HistogramBackprojection().fit([img], [np.zeros(img.shape[:2], bool)])
     with pytest.raises(RuntimeError, match="fit"):
         HistogramBackprojection().predict(img)
+
+
+def test_colour_histogram_shot_by_shot_equals_all_at_once():
+    """The colour prior sums the shots' counts: adding shots one at a time = fitting them together."""
+    from models.colour_prior import ColourHistogram, blend
+
+    shots = [_scene(s, fg_colour=(200, 40, 40), other=(50, 170, 40)) for s in range(3)]
+    q = _scene(7, fg_colour=(200, 40, 40))[0]
+    whole = ColourHistogram().fit([s[0] for s in shots], [s[1] for s in shots])
+    one = ColourHistogram().fit([shots[0][0]], [shots[0][1]])
+    for img, disc, _ in shots[1:]:
+        one.add(img, disc)
+    assert one.shots == whole.shots == 3
+    np.testing.assert_array_equal(one.prob(q), whole.prob(q))
+    net = np.full(q.shape[:2], 0.2, np.float32)
+    np.testing.assert_allclose(blend(net, whole.prob(q), 0.5), 0.1 + 0.5 * whole.prob(q), atol=1e-6)
+    np.testing.assert_array_equal(blend(net, whole.prob(q), 0.0), net)

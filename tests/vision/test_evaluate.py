@@ -34,7 +34,8 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert list(res["folds"]) == ["1"]  # the weights' held-out fold by default
     assert res["shots"] == [1, 2]
-    assert res["methods"] == ["none", "dense", "meanfield", "exg_otsu", "histogram"]
+    assert res["methods"] == ["none", "colour", "dense", "meanfield", "colour_dense", "colour_meanfield",
+                              "exg_otsu", "histogram"]
     for k in ("1", "2"):
         for m in res["methods"]:
             r = res["folds"]["1"][k][m]
@@ -43,7 +44,7 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
             assert list(r["class_iou"]) == ["2"]  # fold 1 = species 2
     assert set(res["seconds_per_frame"]) == set(res["methods"])
     table = (out / "results.md").read_text()
-    assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table
+    assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table and "colour prior + dense" in table
     assert (out / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.json" in capsys.readouterr().out
 
@@ -57,15 +58,34 @@ def test_baselines_see_the_same_episodes_whatever_the_crfs(setup, tmp_path):
     a = json.loads((tmp_path / "a" / "results.json").read_text())["folds"]["1"]["1"]
     b_res = json.loads((tmp_path / "b" / "results.json").read_text())
     b = b_res["folds"]["1"]["1"]
-    assert set(a) == {"none", "exg_otsu", "histogram"}
-    assert set(b) == {"none", "none_subset", "meanfield", "exg_otsu", "histogram"}
-    for m in ("none", "exg_otsu", "histogram"):
+    assert set(a) == {"none", "colour", "exg_otsu", "histogram"}
+    assert set(b) == {"none", "colour", "none_subset", "colour_subset", "meanfield", "colour_meanfield", "exg_otsu",
+                      "histogram"}
+    for m in ("none", "colour", "exg_otsu", "histogram"):
         assert a[m]["miou"] == pytest.approx(b[m]["miou"])
-    assert b["meanfield"]["episodes"] == 2 and b["none_subset"]["episodes"] == 2
+    for m in ("meanfield", "none_subset", "colour_meanfield", "colour_subset"):
+        assert b[m]["episodes"] == 2
     assert "first 2" in (tmp_path / "b" / "results.md").read_text()
 
 
+def test_colour_prior_rows_are_the_blend_of_network_and_histogram(setup, tmp_path):
+    """--colour-prior 0 drops the colour rows; 1 makes the blend the histogram baseline; the network row is the
+    same whatever the weight."""
+    data, weights = setup
+    common = ["--data", str(data), "--weights", str(weights), "--episodes", "5", "--shots", "2", "--imgsz", "48",
+              "--examples", "0", "--no-progress", "--fold", "1", "--crf", "off"]
+    res = {}
+    for w in ("0", "1", "0.5"):
+        assert ve.cli([*common, "--out", str(tmp_path / w), "--colour-prior", w]) == 0
+        res[w] = json.loads((tmp_path / w / "results.json").read_text())["folds"]["1"]["2"]
+    assert set(res["0"]) == {"none", "exg_otsu", "histogram"}
+    assert res["1"]["colour"]["miou"] == pytest.approx(res["1"]["histogram"]["miou"])
+    assert res["0"]["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])
+    assert res["0.5"]["colour"]["episodes"] == 5
+
+
 @pytest.mark.parametrize("argv,needle", [
+    (["--colour-prior", "1.5"], "--colour-prior must be in [0, 1]"),
     (["--episodes", "0"], "--episodes"),
     (["--crf", "bogus"], "--crf"),
     (["--shots", "0"], "--shots"),

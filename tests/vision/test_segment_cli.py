@@ -91,6 +91,7 @@ def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, suppor
     (lambda d, s, w: ["--support", s], "--source is required"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-window", "4"], "--crf-window"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-bilateral-srgb", "0"], "--crf-bilateral-srgb"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--colour-prior", "-0.5"], "--colour-prior must be in [0, 1]"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support: str, make, message: str) -> None:
     d = tmp_path
