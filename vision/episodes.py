@@ -4,7 +4,9 @@ An episode: a class (species id) from the allowed folds, K support frames and 1 
 at least ``min_pixels`` pixels of that class, with binary masks of that class. Sampling is deterministic:
 episode ``i`` of a sampler with seed ``s`` depends on ``(s, i)`` only. Images are (H,W,3) uint8 RGB, masks
 (H,W) uint8 in {0, 1}. ``EpisodeSampler(augment=True)`` applies ``vision.augment.strong_augment`` in its
-"light" mode (zoom, right-angle rotations, flips, mild colour). Needs numpy and OpenCV only.
+"light" mode (zoom, right-angle rotations, flips, mild colour). ``EpisodeSampler.absent_frame(i, c)`` draws a
+frame *without* class ``c`` (no pixel of it): a query whose answer is "nothing here", as most frames of a camera
+feed are for the thing asked for. Needs numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class SegmentationDataset:
         """Indices of frames holding at least ``min_pixels`` pixels of ``class_id``."""
         return [i for i, px in enumerate(self.pixels) if px.get(class_id, 0) >= min_pixels]
 
+    def frames_without(self, class_id: int) -> list[int]:
+        """Indices of frames with no pixel of ``class_id``."""
+        return [i for i, px in enumerate(self.pixels) if px.get(class_id, 0) == 0]
+
 
 @dataclass
 class Episode:
@@ -125,6 +131,16 @@ class EpisodeSampler:
         if not self.classes:
             raise UsageError(f"no class of folds {list(folds)} has {self.kmax + 1} frames with >= "
                              f"{self.min_pixels} pixels; render more frames or lower min_pixels")
+        self._absent: dict[int, list[int]] = {}
+
+    def absent_frame(self, index: int, class_id: int) -> int | None:
+        """A dataset frame without ``class_id`` for episode ``index`` (deterministic; None if every frame has it)."""
+        if class_id not in self._absent:
+            self._absent[class_id] = self.dataset.frames_without(class_id)
+        pool = self._absent[class_id]
+        if not pool:
+            return None
+        return pool[int(np.random.default_rng([self.seed, int(index), 7]).integers(len(pool)))]
 
     def episode(self, index: int) -> Episode:
         """Episode number ``index`` (the same for the same seed and index)."""

@@ -27,7 +27,7 @@ from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
 from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
-from vision.metrics import SegmentationMetrics, binary_iou
+from vision.metrics import AbsentMetrics, SegmentationMetrics, binary_iou
 
 __all__ = ["EvalConfig", "evaluate", "cli", "METHODS", "markdown_table"]
 
@@ -67,6 +67,9 @@ class EvalConfig(ColourPriorFlags, CRFFlags):
     crf_episodes: int = dataclasses.field(default=0, metadata={
         "help": "score the CRFs on the first N episodes only (0: all); the table says so"})
     baselines: bool = dataclasses.field(default=True, metadata={"help": "also score the two baselines"})
+    absent: bool = dataclasses.field(default=True, metadata={
+        "help": "also run every method on a frame WITHOUT the episode's class (same support) and report how much "
+                "of it is marked"})
     imgsz: int = dataclasses.field(default=256, metadata={"help": "network input side in pixels"})
     min_pixels: int = dataclasses.field(default=64, metadata={"help": "min class pixels for a frame to be used"})
     seed: int = dataclasses.field(default=12345, metadata={"help": "episode seed (same episodes for every method)"})
@@ -137,7 +140,23 @@ def markdown_table(results: dict[str, Any]) -> str:
         note += (" Seconds per frame (network: the guide from the support plus the prediction, per episode; CRFs:"
                  " the CRF alone; baselines: fit and predict): ")
         note += ", ".join(f"{LABELS.get(m, m)} {v:.4f}" for m, v in sec.items()) + "."
-    return "\n".join(lines) + "\n" + note + "\n"
+    return "\n".join(lines) + "\n" + note + "\n" + _absent_table(results, cols)
+
+
+def _absent_table(results: dict[str, Any], cols: list[tuple[str, int]]) -> str:
+    """The frames-without-the-class table (``--absent``): mean % of the frame marked / % of frames with > 1%."""
+    cell = {m: [results["folds"][f][str(k)].get(m, {}) for f, k in cols] for m in results["methods"]}
+    if not any("absent_marked" in r for rs in cell.values() for r in rs):
+        return ""
+    head = [f"fold {f} {k}-shot" for f, k in cols]
+    lines = ["", "Frames WITHOUT the class asked for (the same supports; lower is better): mean % of the frame "
+             "marked / % of frames with more than 1% marked", "",
+             "| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
+    for m in results["methods"]:
+        vals = [f"{100 * r['absent_marked']:.1f} / {100 * r['absent_alarm']:.0f}" if "absent_marked" in r else "-"
+                for r in cell[m]]
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
@@ -203,20 +222,47 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                    dynamic_ncols=True)
     t_all = time.perf_counter()
 
-    def timed(method: str, fn: Any, *args: Any) -> Any:
-        """fn(*args), its seconds counted for ``method``."""
+    def timed(method: str, fn: Any, *args: Any, count: bool = True) -> Any:
+        """fn(*args), its seconds counted for ``method`` (and one frame if ``count``)."""
         t = time.perf_counter()
         out = fn(*args)
         seconds[method] += time.perf_counter() - t
-        frames[method] += 1
+        frames[method] += int(count)
         return out
+
+    def untimed(method: str, fn: Any, *args: Any, count: bool = True) -> Any:
+        return fn(*args)
+
+    hist_key = "histogram" if cfg.baselines else "colour"  # the histogram's time counts for both that use it
+
+    def predict(q: np.ndarray, fg: np.ndarray, hist: ColourHistogram | None, with_crf: bool,
+                run: Any) -> dict[str, np.ndarray]:
+        """Every method's (H,W) bool mask of query ``q`` from the network's ``fg`` and the support's ``hist``."""
+        preds = {"none": fg >= 0.5}
+        cp = run(hist_key, hist.prob, q) if hist is not None else None
+        fused = None
+        if colour:
+            fused = blend(fg, cp, weight)
+            preds["colour"] = fused >= 0.5
+        if with_crf:
+            for sub in ("none", "colour"):
+                if f"{sub}_subset" in methods:
+                    preds[f"{sub}_subset"] = preds[sub]
+            for crf in crfs:
+                preds[crf] = run(crf, refine, crf, fg, q)
+                if fused is not None:
+                    preds[f"colour_{crf}"] = run(f"colour_{crf}", refine, crf, fused, q)
+        if cfg.baselines:
+            preds["exg_otsu"] = run("exg_otsu", exg_otsu, q)
+            preds["histogram"] = cp >= 0.5
+        return preds
 
     def net(ep: Any) -> np.ndarray:
         seg.set_support(ep.support_images, ep.support_masks)
         return seg.predict(ep.query_image)[0]
 
-    def colour_prob(ep: Any) -> np.ndarray:
-        return ColourHistogram().fit(ep.support_images, ep.support_masks).prob(ep.query_image)
+    def fit_hist(ep: Any) -> ColourHistogram:
+        return ColourHistogram().fit(ep.support_images, ep.support_masks)
 
     try:
         for fold in folds:
@@ -224,32 +270,20 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
             for k in shots:
                 sampler = EpisodeSampler(ds, [fold], shots=k, min_pixels=cfg.min_pixels, seed=cfg.seed + fold)
                 mets = {m: SegmentationMetrics() for m in methods}
+                absent = {m: AbsentMetrics() for m in methods}
                 for i in range(cfg.episodes):
                     ep = sampler.episode(i)
                     q, truth = ep.query_image, ep.query_mask.astype(bool)
-                    preds: dict[str, np.ndarray] = {}
                     fg = timed("none", net, ep)
-                    preds["none"] = fg >= 0.5
-                    fused = None
-                    if colour or cfg.baselines:  # the histogram's time counts for both methods that use it
-                        cp = timed("histogram" if cfg.baselines else "colour", colour_prob, ep)
-                    if colour:
-                        fused = blend(fg, cp, weight)
-                        preds["colour"] = fused >= 0.5
-                    if i < crf_n:
-                        if "none_subset" in methods:
-                            preds["none_subset"] = preds["none"]
-                        if "colour_subset" in methods:
-                            preds["colour_subset"] = preds["colour"]
-                        for crf in crfs:
-                            preds[crf] = timed(crf, refine, crf, fg, q)
-                            if fused is not None:
-                                preds[f"colour_{crf}"] = timed(f"colour_{crf}", refine, crf, fused, q)
-                    if cfg.baselines:
-                        preds["exg_otsu"] = timed("exg_otsu", exg_otsu, q)
-                        preds["histogram"] = cp >= 0.5
+                    hist = timed(hist_key, fit_hist, ep, count=False) if colour or cfg.baselines else None
+                    preds = predict(q, fg, hist, i < crf_n, timed)
                     for m, p in preds.items():
                         mets[m].update(p, truth, ep.class_id)
+                    j = sampler.absent_frame(i, ep.class_id) if cfg.absent else None
+                    if j is not None:  # the same support, a frame without its class: what gets marked
+                        qa = ds.image(j)
+                        for m, p in predict(qa, seg.predict(qa)[0], hist, i < crf_n, untimed).items():
+                            absent[m].update(p)
                     if len(rows) < cfg.examples and fold == folds[0] and k == shots[0] and len(preds) == len(methods):
                         shown = [m for m in methods if not m.endswith("_subset")]
                         rows.append({"support": ep.support_images[0], "support_mask": ep.support_masks[0], "query": q,
@@ -258,7 +292,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                                      "title": f"{_species_name(ds, ep.class_id)}, {k}-shot"})
                     if bar is not None:
                         bar.update(1)
-                results["folds"][str(fold)][str(k)] = {m: mets[m].summary() for m in methods if mets[m].episodes}
+                results["folds"][str(fold)][str(k)] = {m: {**mets[m].summary(), **absent[m].summary()}
+                                                       for m in methods if mets[m].episodes}
     finally:
         if bar is not None:
             bar.close()

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["SegmentationMetrics", "binary_iou"]
+__all__ = ["SegmentationMetrics", "AbsentMetrics", "binary_iou"]
 
 
 def binary_iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -63,3 +63,24 @@ class SegmentationMetrics:
         """``{"miou", "fb_iou", "episodes", "class_iou": {id: iou}}`` (floats in [0, 1])."""
         return {"miou": self.miou(), "fb_iou": self.fb_iou(), "episodes": int(sum(self.episodes.values())),
                 "class_iou": {str(c): v for c, v in self.class_iou().items()}}
+
+
+class AbsentMetrics:
+    """Queries that hold none of the class asked for (the answer is "nothing here"): how much of each frame a
+    method marks. ``update(pred (H,W) bool)``; ``summary()`` -> ``absent_frames``, ``absent_marked`` (mean
+    fraction of the frame marked, 0..1) and ``absent_alarm`` (fraction of frames with more than
+    ``alarm_fraction`` of their pixels marked)."""
+
+    def __init__(self, alarm_fraction: float = 0.01) -> None:
+        self.alarm_fraction = float(alarm_fraction)
+        self.fractions: list[float] = []
+
+    def update(self, pred: np.ndarray) -> None:
+        self.fractions.append(float(np.asarray(pred, bool).mean()))
+
+    def summary(self) -> dict[str, float | int]:
+        f = np.asarray(self.fractions, np.float64)
+        if not f.size:
+            return {"absent_frames": 0}
+        return {"absent_frames": int(f.size), "absent_marked": float(f.mean()),
+                "absent_alarm": float((f > self.alarm_fraction).mean())}

@@ -82,6 +82,9 @@ class TrainConfig:
                 "per frame"})
     min_pixels: int = dataclasses.field(default=64, metadata={
         "help": "a frame counts for a class if it holds at least this many of its pixels (at render size)"})
+    absent_prob: float = dataclasses.field(default=0.0, metadata={
+        "help": "probability that an episode's query is a frame WITHOUT the support's species (all background): "
+                "teaches 'nothing here', as most frames of a feed are"})
     workers: int = dataclasses.field(default=1, metadata={"help": "data-loading worker processes (0: in-process)"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     val_every: int = dataclasses.field(default=250, metadata={"help": "validate every N steps (0: only at the end)"})
@@ -116,6 +119,8 @@ class TrainConfig:
             raise UsageError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or self.dice < 0:
             raise UsageError("--weight-decay and --dice must be >= 0")
+        if not 0.0 <= self.absent_prob <= 1.0:
+            raise UsageError(f"--absent-prob must be in [0, 1], got {self.absent_prob}")
         from models.backbones import BACKBONES
 
         if self.backbone not in BACKBONES:
@@ -168,11 +173,19 @@ class EpisodeData(torch.utils.data.Dataset):
         shared = colour_shift(rng, self.cfg.augment == "strong") if self.cfg.colour == "episode" else None
         sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True, colour=shared)
                for im, m in zip(ep.support_images, ep.support_masks, strict=True)]
-        qmask = ep.query_mask
+        qframe, qimage, qmask = ep.frames[-1], ep.query_image, ep.query_mask
+        absent = self.cfg.absent_prob > 0 and rng.random() < self.cfg.absent_prob
+        if absent:  # a frame without the species: every pixel is background
+            j = self.samplers[k].absent_frame(i, ep.class_id)
+            if j is None:
+                absent = False
+            else:
+                qframe, qimage = j, self.dataset.image(j)
+                qmask = np.zeros(qimage.shape[:2], np.uint8)
         if self.cfg.ignore_heldout and self.ignore:
             qmask = qmask.copy()
-            qmask[np.isin(self.dataset.species_mask(ep.frames[-1]), self.ignore)] = IGNORE
-        q, qm = strong_augment(ep.query_image, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True,
+            qmask[np.isin(self.dataset.species_mask(qframe), self.ignore)] = IGNORE
+        q, qm = strong_augment(qimage, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=not absent,
                                colour=shared)
         s = torch.from_numpy(np.stack([a for a, _ in sup])).permute(0, 3, 1, 2)  # [K,3,S,S] uint8
         sm = torch.from_numpy(np.stack([b for _, b in sup]))[:, None]  # [K,1,S,S] uint8
@@ -365,7 +378,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     rows = [r for r in _read_log(log_path) if int(r["step"]) <= start] if main_proc else []
     t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
     extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
-             "augment": cfg.augment, "colour": cfg.colour,
+             "augment": cfg.augment, "colour": cfg.colour, "absent_prob": cfg.absent_prob,
              **({"init": str(cfg.init)} if cfg.init is not None else {})}
     last_val: dict[str, float] = {}
     bar = None

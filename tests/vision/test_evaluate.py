@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_episodes import make_dataset
@@ -42,9 +43,11 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
             assert set(r) >= {"miou", "fb_iou", "episodes", "class_iou"}
             assert 0 <= r["miou"] <= 1 and 0 <= r["fb_iou"] <= 1 and r["episodes"] == 4
             assert list(r["class_iou"]) == ["2"]  # fold 1 = species 2
+            assert r["absent_frames"] == 4 and 0 <= r["absent_marked"] <= 1 and 0 <= r["absent_alarm"] <= 1
     assert set(res["seconds_per_frame"]) == set(res["methods"])
     table = (out / "results.md").read_text()
     assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table and "colour prior + dense" in table
+    assert "Frames WITHOUT the class" in table
     assert (out / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.json" in capsys.readouterr().out
 
@@ -82,6 +85,29 @@ def test_colour_prior_rows_are_the_blend_of_network_and_histogram(setup, tmp_pat
     assert res["1"]["colour"]["miou"] == pytest.approx(res["1"]["histogram"]["miou"])
     assert res["0"]["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])
     assert res["0.5"]["colour"]["episodes"] == 5
+
+
+def test_absent_frames_are_scored_on_frames_without_the_class(setup, tmp_path):
+    """--absent: each method also runs on a frame holding none of the episode's class; a method that marks
+    everything (the histogram of a support that is all foreground would) is caught by the alarm rate."""
+    from vision.episodes import EpisodeSampler, SegmentationDataset
+    from vision.metrics import AbsentMetrics
+
+    data, weights = setup
+    sampler = EpisodeSampler(SegmentationDataset(data), [1], shots=1, min_pixels=64, seed=12346)
+    for i in range(5):
+        ep = sampler.episode(i)
+        j = sampler.absent_frame(i, ep.class_id)
+        assert j is not None and sampler.dataset.pixels[j].get(ep.class_id, 0) == 0
+    m = AbsentMetrics()
+    m.update(np.ones((4, 4), bool))
+    m.update(np.zeros((4, 4), bool))
+    assert m.summary() == {"absent_frames": 2, "absent_marked": 0.5, "absent_alarm": 0.5}
+    common = ["--data", str(data), "--weights", str(weights), "--episodes", "3", "--shots", "1", "--imgsz", "48",
+              "--examples", "0", "--no-progress", "--fold", "1", "--crf", "off"]
+    assert ve.cli([*common, "--out", str(tmp_path / "n"), "--no-absent"]) == 0
+    r = json.loads((tmp_path / "n" / "results.json").read_text())["folds"]["1"]["1"]["none"]
+    assert "absent_marked" not in r
 
 
 @pytest.mark.parametrize("argv,needle", [

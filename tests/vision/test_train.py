@@ -257,3 +257,24 @@ def test_data_parallel_under_torchrun_on_cpu(data, tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
     model, _ = load_guided_net(out / "weights.safetensors")
     assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+
+
+def test_absent_queries_are_frames_without_the_species_and_all_background(data):
+    """--absent-prob 1: every training query is a frame holding none of the episode's species, its target all
+    background (or ignored); --absent-prob 0 keeps the species in every query."""
+    ds = SegmentationDataset(data)
+    for prob, want_fg in ((1.0, False), (0.0, True)):
+        cfg = vt.TrainConfig(data=data, imgsz=48, shots=2, augment="none", min_pixels=4, absent_prob=prob)
+        items = vt.EpisodeData(ds, [1, 2, 3], cfg, per_step=4)
+        for i in range(8):
+            k = items.shots_of(i // 4)
+            ep = items.samplers[k].episode(i)
+            _, _, _, target = items[i]
+            if want_fg:
+                assert (target == 1).any()
+            else:
+                assert not (target == 1).any()
+                j = items.samplers[k].absent_frame(i, ep.class_id)
+                assert j is not None and ds.pixels[j].get(ep.class_id, 0) == 0
+    with pytest.raises(microfarm.UsageError, match="--absent-prob"):
+        vt.TrainConfig(data=data, absent_prob=1.5).validate()
