@@ -149,12 +149,13 @@ def _absent_table(results: dict[str, Any], cols: list[tuple[str, int]]) -> str:
     if not any("absent_marked" in r for rs in cell.values() for r in rs):
         return ""
     head = [f"fold {f} {k}-shot" for f, k in cols]
-    lines = ["", "Frames WITHOUT the class asked for (the same supports; lower is better): mean % of the frame "
-             "marked / % of frames with more than 1% marked", "",
+    lines = ["", "Frames WITHOUT the class asked for (the same supports): mean % of the frame marked / % of frames "
+             "with more than 1% marked (lower is better) / feed mIoU, the mIoU when those marked pixels count as "
+             "false positives too (one such frame per episode; higher is better)", "",
              "| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
     for m in results["methods"]:
-        vals = [f"{100 * r['absent_marked']:.1f} / {100 * r['absent_alarm']:.0f}" if "absent_marked" in r else "-"
-                for r in cell[m]]
+        vals = [f"{100 * r['absent_marked']:.1f} / {100 * r['absent_alarm']:.0f} / {100 * r['feed_miou']:.1f}"
+                if "absent_marked" in r else "-" for r in cell[m]]
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -283,7 +284,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                     if j is not None:  # the same support, a frame without its class: what gets marked
                         qa = ds.image(j)
                         for m, p in predict(qa, seg.predict(qa)[0], hist, i < crf_n, untimed).items():
-                            absent[m].update(p)
+                            absent[m].update(p, ep.class_id)
                     if len(rows) < cfg.examples and fold == folds[0] and k == shots[0] and len(preds) == len(methods):
                         shown = [m for m in methods if not m.endswith("_subset")]
                         rows.append({"support": ep.support_images[0], "support_mask": ep.support_masks[0], "query": q,
@@ -292,7 +293,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                                      "title": f"{_species_name(ds, ep.class_id)}, {k}-shot"})
                     if bar is not None:
                         bar.update(1)
-                results["folds"][str(fold)][str(k)] = {m: {**mets[m].summary(), **absent[m].summary()}
+                results["folds"][str(fold)][str(k)] = {m: {**mets[m].summary(), **absent[m].summary(mets[m])}
                                                        for m in methods if mets[m].episodes}
     finally:
         if bar is not None:

@@ -67,20 +67,34 @@ class SegmentationMetrics:
 
 class AbsentMetrics:
     """Queries that hold none of the class asked for (the answer is "nothing here"): how much of each frame a
-    method marks. ``update(pred (H,W) bool)``; ``summary()`` -> ``absent_frames``, ``absent_marked`` (mean
-    fraction of the frame marked, 0..1) and ``absent_alarm`` (fraction of frames with more than
-    ``alarm_fraction`` of their pixels marked)."""
+    method marks. ``update(pred (H,W) bool, class_id)``; ``summary(present)`` -> ``absent_frames``,
+    ``absent_marked`` (mean fraction of the frame marked, 0..1), ``absent_alarm`` (fraction of frames with more
+    than ``alarm_fraction`` of their pixels marked) and, given the same episodes' ``SegmentationMetrics``,
+    ``feed_miou``: the class-wise mIoU when every absent frame's marked pixels count as false positives of its
+    class too (I_c / (U_c + marked_c)), i.e. the mIoU of a feed where half the frames hold the class."""
 
     def __init__(self, alarm_fraction: float = 0.01) -> None:
         self.alarm_fraction = float(alarm_fraction)
         self.fractions: list[float] = []
+        self.marked: dict[int, int] = defaultdict(int)
 
-    def update(self, pred: np.ndarray) -> None:
-        self.fractions.append(float(np.asarray(pred, bool).mean()))
+    def update(self, pred: np.ndarray, class_id: int) -> None:
+        p = np.asarray(pred, bool)
+        self.fractions.append(float(p.mean()))
+        self.marked[int(class_id)] += int(np.count_nonzero(p))
 
-    def summary(self) -> dict[str, float | int]:
+    def feed_miou(self, present: SegmentationMetrics) -> float:
+        """mIoU over ``present``'s classes with this object's marked pixels added to each class's union."""
+        ious = [present.inter[c] / u if (u := present.union[c] + self.marked[c]) else 1.0
+                for c in sorted(present.episodes)]
+        return float(np.mean(ious)) if ious else float("nan")
+
+    def summary(self, present: SegmentationMetrics | None = None) -> dict[str, float | int]:
         f = np.asarray(self.fractions, np.float64)
         if not f.size:
             return {"absent_frames": 0}
-        return {"absent_frames": int(f.size), "absent_marked": float(f.mean()),
-                "absent_alarm": float((f > self.alarm_fraction).mean())}
+        out: dict[str, float | int] = {"absent_frames": int(f.size), "absent_marked": float(f.mean()),
+                                       "absent_alarm": float((f > self.alarm_fraction).mean())}
+        if present is not None:
+            out["feed_miou"] = self.feed_miou(present)
+        return out

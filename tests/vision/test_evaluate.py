@@ -44,6 +44,7 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
             assert 0 <= r["miou"] <= 1 and 0 <= r["fb_iou"] <= 1 and r["episodes"] == 4
             assert list(r["class_iou"]) == ["2"]  # fold 1 = species 2
             assert r["absent_frames"] == 4 and 0 <= r["absent_marked"] <= 1 and 0 <= r["absent_alarm"] <= 1
+            assert 0 <= r["feed_miou"] <= r["miou"]  # absent frames can only add false positives
     assert set(res["seconds_per_frame"]) == set(res["methods"])
     table = (out / "results.md").read_text()
     assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table and "colour prior + dense" in table
@@ -91,7 +92,7 @@ def test_absent_frames_are_scored_on_frames_without_the_class(setup, tmp_path):
     """--absent: each method also runs on a frame holding none of the episode's class; a method that marks
     everything (the histogram of a support that is all foreground would) is caught by the alarm rate."""
     from vision.episodes import EpisodeSampler, SegmentationDataset
-    from vision.metrics import AbsentMetrics
+    from vision.metrics import AbsentMetrics, SegmentationMetrics
 
     data, weights = setup
     sampler = EpisodeSampler(SegmentationDataset(data), [1], shots=1, min_pixels=64, seed=12346)
@@ -100,9 +101,18 @@ def test_absent_frames_are_scored_on_frames_without_the_class(setup, tmp_path):
         j = sampler.absent_frame(i, ep.class_id)
         assert j is not None and sampler.dataset.pixels[j].get(ep.class_id, 0) == 0
     m = AbsentMetrics()
-    m.update(np.ones((4, 4), bool))
-    m.update(np.zeros((4, 4), bool))
+    m.update(np.ones((4, 4), bool), 7)
+    m.update(np.zeros((4, 4), bool), 7)
     assert m.summary() == {"absent_frames": 2, "absent_marked": 0.5, "absent_alarm": 0.5}
+    present = SegmentationMetrics()  # class 7: 4 of 8 true pixels found, nothing else marked: IoU 0.5
+    truth = np.zeros((4, 4), bool)
+    truth[:2] = True
+    pred = np.zeros((4, 4), bool)
+    pred[0] = True
+    present.update(pred, truth, 7)
+    assert present.miou() == 0.5
+    assert m.feed_miou(present) == 4 / (8 + 16)  # the 16 pixels marked on the absent frame join the union
+    assert m.summary(present)["feed_miou"] == m.feed_miou(present)
     common = ["--data", str(data), "--weights", str(weights), "--episodes", "3", "--shots", "1", "--imgsz", "48",
               "--examples", "0", "--no-progress", "--fold", "1", "--crf", "off"]
     assert ve.cli([*common, "--out", str(tmp_path / "n"), "--no-absent"]) == 0
