@@ -11,9 +11,12 @@ and a fixed number of mean-field iterations ``Q <- softmax(log P + sum_k w_k * (
 The messages are normalised by the kernel's row sum (self included), as pydensecrf's normalisation does
 (up to symmetric vs. row normalisation), so the compat weights mean the same as pydensecrf's.
 
-``bilateral="grid"`` (the default): every iteration at full resolution; the Gaussian term at 1/``gauss_stride``
-resolution by one separable kernel (the composite of the three boxes below, as shifted adds, normalised at the
-borders by the same filter of ones) upsampled bilinearly; the bilateral term by splat / blur / slice on a
+The Gaussian term (both modes) is computed at 1/``gauss_stride`` resolution (default 2) by one separable kernel,
+the composite of three box filters whose combined variance approximates ``(sxy / gauss_stride)^2`` (widths 3, 3, 3
+for ``sxy=3``, i.e. std 2.83 px at full resolution), run as shifted adds (two depthwise Conv nodes under ONNX
+export), normalised at the borders by the same filter of ones, and upsampled bilinearly.
+
+``bilateral="grid"`` (the default): every iteration at full resolution; the bilateral term by splat / blur / slice on a
 bilateral grid (``models.bilateral_grid``, its buffers reused call after call): dense in range like
 pydensecrf's permutohedral lattice, so it agrees with pydensecrf's example outputs on 99.2-99.7% of pixels (the
 window: 89-98%) and keeps the dense CRF's mIoU gain, in ~11x less time than pydensecrf at 500x375 with 2
@@ -21,10 +24,6 @@ threads (README, ``bench/segment.py``).
 
 ``bilateral="window"`` approximations (documented, measured in ``tests/vision/test_crf.py`` against pydensecrf):
 
-- The Gaussian term is computed at 1/``gauss_stride`` resolution (default 2) by three separable box
-  filters (cumulative sums, normalised at the borders) whose combined variance approximates
-  ``(sxy / gauss_stride)^2`` (widths 3, 3, 3 for ``sxy=3``, i.e. std 2.83 px at full resolution): much
-  faster on CPU than a 19-tap depthwise convolution or stride-1 average pooling.
 - Two labels (the segmenter's case) run on one channel: the softmax of two logits is a sigmoid of their
   difference, and with normalised filters the background's message is the total weight minus the
   foreground's. With ``gauss_stride`` > 1 all iterations but the last run at 1/``gauss_stride``
@@ -37,12 +36,11 @@ threads (README, ``bench/segment.py``).
   result is upsampled bilinearly. Pixels further apart than the window never talk to each other, and
   colours are averaged over ``blur x blur`` blocks, so edges are a little softer than the dense CRF's.
 
-Everything is a fixed-size loop (iterations) of cumsum/conv/gather/exp/pool/resize ops, which unrolls
+Everything is a fixed-size loop (iterations) of conv/gather/exp/pool/resize ops, which unrolls
 when exported with ``torch.onnx.export(..., dynamo=True, opset_version=18)``. The bilateral weights are
 computed (and normalised) once per call; each iteration's bilateral message is then a window gather (a one-hot
 column-shift convolution and one gather of whole rows, not F.unfold, whose per-element gathers are slow in ONNX
-Runtime) times the weights, summed by a 1x1 convolution. Under ONNX export the Gaussian's box filters are
-AveragePool ops instead of cumulative sums (the same filter; CumSum is slow in ONNX Runtime, pooling in torch).
+Runtime) times the weights, summed by a 1x1 convolution.
 """
 
 from __future__ import annotations
@@ -66,23 +64,6 @@ def _box_widths(sigma: float, n: int = 3) -> list[int]:
     wl = max(wl, 1)
     m = round((12.0 * sigma * sigma - n * wl * wl - 4 * n * wl - 3 * n) / (-4.0 * wl - 4.0))
     return [wl] * max(0, min(n, m)) + [wl + 2] * (n - max(0, min(n, m)))
-
-
-def _box_sum(x: Tensor, w: int, dim: int) -> Tensor:
-    """Sum over a centred window of odd width ``w`` along ``dim`` (2 or 3) of [N,C,H,W], zero padded (cumsum)."""
-    r = w // 2
-    pad = (0, 0, r + 1, r) if dim == 2 else (r + 1, r)
-    c = torch.cumsum(F.pad(x, pad), dim)
-    n = x.shape[dim]
-    return c.narrow(dim, w, n) - c.narrow(dim, 0, n)
-
-
-def _box_mean(x: Tensor, w: int, dim: int) -> Tensor:
-    """Mean over the window's pixels inside the image (border-normalised box filter)."""
-    shape = [1, 1, 1, 1]
-    shape[dim] = x.shape[dim]
-    count = _box_sum(torch.ones(shape, dtype=x.dtype, device=x.device), w, dim)
-    return _box_sum(x, w, dim) / count
 
 
 class MeanFieldCRF(nn.Module):
@@ -121,7 +102,7 @@ class MeanFieldCRF(nn.Module):
         self.eps = float(eps)
         self.gauss_stride = int(gauss_stride)
         self.boxes = _box_widths(float(gaussian_sxy) / self.gauss_stride)
-        # the grid mode's Gaussian at 1/gauss_stride resolution: the same boxes as one composite kernel
+        # the Gaussian at 1/gauss_stride resolution: the boxes as one composite kernel
         kernel = torch.ones(1, dtype=torch.float64)
         for wd in self.boxes:
             box = torch.ones(1, 1, wd, dtype=torch.float64)
@@ -142,20 +123,6 @@ class MeanFieldCRF(nn.Module):
         self.register_buffer("ones", torch.ones(1, k * k, 1, 1), persistent=False)
 
     # -- kernels ---------------------------------------------------------------------------------------
-    def _gauss(self, x: Tensor, boxes: list[int] | None = None) -> Tensor:
-        """Normalised Gaussian smoothing of ``x`` [N,C,H,W]: three box filters (border-normalised).
-
-        Eager torch runs each box as a row and a column cumulative sum (faster than a stride-1 average pool
-        there); the ONNX export as one border-normalised AveragePool (the same filter; about 5x faster than
-        CumSum in ONNX Runtime)."""
-        exporting = torch.onnx.is_in_onnx_export()
-        for w in self.boxes if boxes is None else boxes:
-            if w > 1 and exporting:
-                x = F.avg_pool2d(x, w, 1, w // 2, count_include_pad=False)
-            elif w > 1:  # separable: a row box, then a column box
-                x = _box_mean(_box_mean(x, w, 3), w, 2)
-        return x
-
     def _pool(self, x: Tensor) -> Tensor:
         return avg_pool(x, self.blur)
 
@@ -199,23 +166,25 @@ class MeanFieldCRF(nn.Module):
         h, w = probs.shape[-2], probs.shape[-1]
         logp = torch.log(probs.clamp_min(self.eps))
         wts = self._bilateral_weights(image)  # [N,1,K,h',w'], normalised
+        gnorm = self._gauss_norm(probs)
         q = probs
         n_labels = probs.shape[1]
         if n_labels == 2 and self.iterations > 0:
-            return self._two_labels(logp, wts, h, w)
+            return self._two_labels(logp, wts, gnorm, h, w)
         for _ in range(self.iterations):
             # Both filters are normalised (rows sum to 1) and Q sums to 1 over labels, so the messages sum
             # to 1 over labels too: filter the first L-1 labels only and get the last one as 1 - their sum.
-            m = self._message(q[:, : n_labels - 1], wts, h, w)
+            m = self._message(q[:, : n_labels - 1], wts, gnorm, h, w)
             last = (self.gaussian_compat + self.bilateral_compat) - m.sum(1, keepdim=True)
             q = torch.softmax(logp + torch.cat([m, last], 1), dim=1)
         return q
 
-    def _message(self, q: Tensor, wts: Tensor, h: int, w: int, stride: int | None = None) -> Tensor:
+    def _message(self, q: Tensor, wts: Tensor, gnorm: Tensor, h: int, w: int, stride: int | None = None) -> Tensor:
         """Weighted messages of label maps ``q`` [N,C,H,W] -> [N,C,H,W]: Gaussian + bilateral, each normalised.
 
-        The Gaussian term runs at 1/``gauss_stride`` resolution (its sxy scaled alike); the bilateral term at
-        1/``blur``; their weighted sum is upsampled bilinearly once.
+        The Gaussian term runs at 1/``gauss_stride`` resolution (its sxy scaled alike; ``gnorm`` [N,1,h',w'] its
+        row sums there, ``_gauss_norm``); the bilateral term at 1/``blur``; their weighted sum is upsampled
+        bilinearly once.
         """
         s = self.gauss_stride if stride is None else stride  # stride 1: q is already at 1/gauss_stride
         qh = avg_pool(q, s)
@@ -228,12 +197,12 @@ class MeanFieldCRF(nn.Module):
         acc = self._window_sum(self._window(F.pad(ql, (r, r, r, r))) * wts)
         if acc.shape[-2:] != qh.shape[-2:]:
             acc = F.interpolate(acc, size=(qh.shape[-2], qh.shape[-1]), mode="bilinear", align_corners=False)
-        m = self.gaussian_compat * self._gauss(qh) + self.bilateral_compat * acc
+        m = self.gaussian_compat * self._gauss_conv(qh) / gnorm + self.bilateral_compat * acc
         if s > 1:
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         return m
 
-    def _two_labels(self, logp: Tensor, wts: Tensor, h: int, w: int) -> Tensor:
+    def _two_labels(self, logp: Tensor, wts: Tensor, gnorm: Tensor, h: int, w: int) -> Tensor:
         """The L = 2 case on one channel: softmax of two logits is the sigmoid of their difference, and the
         background message is (gaussian_compat + bilateral_compat) - the foreground's (normalised filters)."""
         d = logp[:, 1:2] - logp[:, 0:1] - (self.gaussian_compat + self.bilateral_compat)
@@ -241,15 +210,15 @@ class MeanFieldCRF(nn.Module):
         s = self.gauss_stride
         if s == 1 or self.blur % s:
             for _ in range(self.iterations):
-                q1 = torch.sigmoid(d + 2.0 * self._message(q1, wts, h, w))
+                q1 = torch.sigmoid(d + 2.0 * self._message(q1, wts, gnorm, h, w))
             return torch.cat([1.0 - q1, q1], 1)
         # all but the last iteration at 1/s resolution (the messages are smooth at that scale anyway);
         # the last one combines the upsampled message with the full-resolution unary
         dh, qh = avg_pool(d, s), avg_pool(q1, s)
         hh, wh = qh.shape[-2], qh.shape[-1]
         for _ in range(self.iterations - 1):
-            qh = torch.sigmoid(dh + 2.0 * self._message(qh, wts, hh, wh, stride=1))
-        m = self._message(qh, wts, hh, wh, stride=1)
+            qh = torch.sigmoid(dh + 2.0 * self._message(qh, wts, gnorm, hh, wh, stride=1))
+        m = self._message(qh, wts, gnorm, hh, wh, stride=1)
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         q1 = torch.sigmoid(d + 2.0 * m)
         return torch.cat([1.0 - q1, q1], 1)
@@ -265,7 +234,7 @@ class MeanFieldCRF(nn.Module):
         total = self.gaussian_compat + self.bilateral_compat
         h, w, st = probs.shape[-2], probs.shape[-1], self.gauss_stride
         wg, wb = self.gaussian_compat, self.bilateral_compat
-        gauss_norm = self._gauss_conv(torch.ones_like(avg_pool(probs[:, :1], st)))  # row sums at 1/st
+        gauss_norm = self._gauss_norm(probs)
 
         def gauss(q: Tensor) -> Tensor:
             """Normalised Gaussian of ``q`` [N,C,H,W], computed at 1/``gauss_stride`` resolution and upsampled."""
@@ -286,8 +255,13 @@ class MeanFieldCRF(nn.Module):
             q = torch.softmax(logp + torch.cat([m, total - m.sum(1, keepdim=True)], 1), dim=1)
         return q
 
+    def _gauss_norm(self, probs: Tensor) -> Tensor:
+        """Row sums [N,1,h',w'] of the Gaussian kernel at 1/``gauss_stride`` of ``probs`` [N,L,H,W] (smaller at the
+        borders, where the zero padding takes weight away): dividing by them normalises the message."""
+        return self._gauss_conv(torch.ones_like(avg_pool(probs[:, :1], self.gauss_stride)))
+
     def _gauss_conv(self, x: Tensor) -> Tensor:
-        """Unnormalised separable Gaussian of ``x`` [N,C,h,w] (zero padded): the grid mode's kernel, the
+        """Unnormalised separable Gaussian of ``x`` [N,C,h,w] (zero padded): the
         composite of ``_box_widths``'s boxes (exactly their repeated application). Eager torch runs it as
         shifted adds along rows then columns (a 1-channel conv2d costs ~10x more there with 2 threads); the ONNX
         export as two Conv nodes (the same filter; hundreds of Slice/Add nodes are slower in ONNX Runtime)."""
