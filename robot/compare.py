@@ -28,7 +28,7 @@ Measures (from each run's ``metrics.csv``): *AUC* is the area under the curve di
 ``--leave-region R --leave-at T``, the forward-error rise on R's test positions after exploration left R),
 reported at the end (``forgetting_end``, and relative to R's error before: ``forgetting_rel``), as a
 time-average, with the other regions' error change over the probe (``kept_change``); with a probe the error,
-area and rise measures stop at T; see ``_run_measures``.
+area and rise measures stop at T; see ``robot.compare_report._run_measures``.
 *rise* is a second forgetting measure that needs no region to be left: per quadrant region, the forward test
 error minus its lowest value so far, averaged over the 4 regions and over time (0 for a model that never gets
 worse anywhere).
@@ -37,11 +37,9 @@ worse anywhere).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -53,16 +51,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from microfarm import UsageError, _converter, _field_type, atomic_write_json, atomic_write_text, next_run_dir
+from robot.compare_report import CURVE_KEYS, _fmt, aggregate, write_report
 
 __all__ = ["cli", "CompareSpec", "parse_args", "conditions", "aggregate", "write_report", "CURVE_KEYS"]
 
 NOT_AXES = ("seed", "out", "resume", "progress", "gui")
 # compare's defaults where they differ from a single run's
 COMPARE_DEFAULTS: dict[str, Any] = {"threads": 1, "plots": False, "export": False}
-CURVE_KEYS = ("fwd_mse", "inv_mse", "area", "forgetting", "rise")
-CURVE_TITLES = {"fwd_mse": "forward model test MSE (code)", "inv_mse": "inverse model test MSE (motor)",
-                "area": "explored area (convex hull)", "forgetting": "forgetting (regions left)",
-                "rise": "error rise above best so far"}
 MEMORY_ONLY = ("memory_prob", "memory_policy")  # meaningless without a memory
 
 
@@ -178,14 +173,6 @@ def parse_args(argv: Sequence[str]) -> CompareSpec:
             axes[f.name] = vals
     return CompareSpec(axes=axes, fixed=fixed, seeds=list(range(ns.seed_start, ns.seed_start + ns.seeds)),
                        workers=ns.workers, ray=ns.ray, out=ns.out, progress=ns.progress)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list):
-        return "x".join(map(str, v))
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def conditions(spec: CompareSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -345,145 +332,6 @@ def _execute_ray(jobs: list[tuple[str, Any, bool]], spec: CompareSpec,
                 if not (out / name).is_file():
                     atomic_write_text(out / name, res[key])
             done(label, None)
-
-
-# -- aggregation --------------------------------------------------------------------------------------
-def _read_metrics(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols: dict[str, list[float]] = {}
-    for r in rows:
-        for k, v in r.items():
-            try:
-                cols.setdefault(k, []).append(float(v))
-            except (TypeError, ValueError):
-                cols.setdefault(k, []).append(math.nan)
-    return cols
-
-
-def rise(cols: dict[str, list[float]]) -> list[float]:
-    """Per log: mean over regions of (regional forward test MSE - its lowest value so far)."""
-    import numpy as np
-
-    keys = [k for k in cols if k.startswith("fwd_mse_r")]
-    if not keys:
-        keys = ["fwd_mse"]
-    reg = np.array([cols[k] for k in keys], dtype=float)  # (R, T)
-    best = np.fmin.accumulate(reg, axis=1)
-    return np.nanmean(reg - best, axis=0).tolist()
-
-
-def _time_avg(x: Any, y: Any) -> float:
-    import numpy as np
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2:
-        return float(y[-1]) if len(y) else math.nan
-    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
-
-
-TABLE_METRICS = ("fwd_mse_final", "fwd_mse_auc", "inv_mse_final", "inv_mse_auc", "area_final",
-                 "forgetting_end", "forgetting_rel", "kept_change", "forgetting_auc", "rise_auc", "wall_s")
-TABLE_TITLES = ("fwd MSE final", "fwd MSE AUC", "inv MSE final", "inv MSE AUC", "area final", "forgetting end",
-                "forgetting rel", "kept-region change", "forgetting AUC", "rise AUC", "wall s")
-
-
-def _run_measures(cols: dict[str, list[float]], summary: dict[str, Any]) -> dict[str, float]:
-    """Per-run measures. With a forgetting probe (config ``leave_region`` R >= 0, ``leave_at`` T) the error and
-    area measures stop at T (the exploration proper) and the probe's come from the iterations after T:
-    forgetting_end = mean ``forgetting`` over the last LEAVE_BASELINE iterations, forgetting_rel = that over
-    R's baseline error, kept_change = the other regions' error change over the probe (plasticity)."""
-    import numpy as np
-
-    from robot.explore_state import LEAVE_BASELINE
-
-    cfg = summary.get("config", {})
-    region, leave_at = int(cfg.get("leave_region", -1)), int(cfg.get("leave_at", 0))
-    it = np.asarray(cols["iteration"], float)
-    col = {k: np.asarray(v, float) for k, v in cols.items()}
-    pre = it <= leave_at if region >= 0 and np.any(it <= leave_at) else np.ones(len(it), bool)
-    end = it > it[-1] - LEAVE_BASELINE
-    m = {"fwd_mse_final": col["fwd_mse"][pre][-1], "fwd_mse_auc": _time_avg(it[pre], col["fwd_mse"][pre]),
-         "inv_mse_final": col["inv_mse"][pre][-1], "inv_mse_auc": _time_avg(it[pre], col["inv_mse"][pre]),
-         "area_final": col["area"][pre][-1], "forgetting_end": float(np.mean(col["forgetting"][end])),
-         "forgetting_rel": math.nan, "kept_change": math.nan,
-         "forgetting_auc": _time_avg(it, col["forgetting"]), "rise_auc": _time_avg(it[pre], col["rise"][pre]),
-         "wall_s": float(summary.get("wall_time_s", math.nan))}
-    if region >= 0 and f"fwd_mse_r{region}" in col:
-        base = (it > leave_at - LEAVE_BASELINE) & (it <= leave_at)
-        regs = [r for r in range(4) if f"fwd_mse_r{r}" in col]
-        b = {r: float(np.nanmean(col[f"fwd_mse_r{r}"][base])) for r in regs}
-        e = {r: float(np.nanmean(col[f"fwd_mse_r{r}"][end])) for r in regs}
-        m["forgetting_rel"] = (e[region] - b[region]) / b[region] if b[region] > 0 else math.nan
-        m["kept_change"] = float(np.mean([e[r] - b[r] for r in regs if r != region]))
-        post = it > leave_at
-        m["forgetting_auc"] = _time_avg(it[post], col["forgetting"][post])
-    return m
-
-
-def aggregate(root: Path, conds: list[tuple[str, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
-    """Per condition: ``n``, ``values``, per-run measures' mean/std, and mean/std curves over iterations."""
-    import numpy as np
-
-    result: dict[str, Any] = {}
-    for name, values in conds:
-        runs = []
-        for s in seeds:
-            d = root / "runs" / name / f"seed{s}"
-            if (d / "summary.json").is_file() and (d / "metrics.csv").is_file():
-                cols = _read_metrics(d / "metrics.csv")
-                if not cols.get("iteration"):
-                    continue
-                cols["rise"] = rise(cols)
-                runs.append((cols, json.loads((d / "summary.json").read_text())))
-        if not runs:
-            continue
-        n_it = min(len(c["iteration"]) for c, _ in runs)
-        it = np.array(runs[0][0]["iteration"][:n_it])
-        curves = {}
-        for k in CURVE_KEYS:
-            a = np.array([c[k][:n_it] for c, _ in runs], dtype=float)
-            curves[k] = (a.mean(0), a.std(0))
-        measures = [_run_measures(c, s) for c, s in runs]
-        stats = {m: (float(np.mean([x[m] for x in measures])), float(np.std([x[m] for x in measures])))
-                 for m in TABLE_METRICS}
-        result[name] = {"values": values, "n": len(runs), "iteration": it, "curves": curves, "stats": stats}
-    return result
-
-
-def _sig(x: float) -> str:
-    return "nan" if not math.isfinite(x) else f"{x:.3g}"
-
-
-def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]:
-    """table.csv, table.md, curves.csv and figures/*.png in ``root``; returns the paths written."""
-    written = []
-    header = ["condition", *axes, "n"] + [f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "std")]
-    lines = [",".join(header)]
-    for name, a in agg.items():
-        vals = [_fmt(a["values"].get(k, "")) if k in a["values"] else "" for k in axes]
-        nums = [f"{a['stats'][m][i]:.6g}" for m in TABLE_METRICS for i in (0, 1)]
-        lines.append(",".join([f'"{name}"', *vals, str(a["n"]), *nums]))
-    atomic_write_text(root / "table.csv", "\n".join(lines) + "\n")
-    md_cols = ["condition", "n", *TABLE_TITLES]
-    md = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
-    for name, a in agg.items():
-        cells = [f"`{name}`", str(a["n"])] + [f"{_sig(a['stats'][m][0])} ± {_sig(a['stats'][m][1])}"
-                                              for m in TABLE_METRICS]
-        md.append("| " + " | ".join(cells) + " |")
-    atomic_write_text(root / "table.md", "\n".join(md) + "\n")
-    clines = ["condition,iteration," + ",".join(f"{k}_{s}" for k in CURVE_KEYS for s in ("mean", "std"))]
-    for name, a in agg.items():
-        for j, t in enumerate(a["iteration"]):
-            nums = [f"{a['curves'][k][i][j]:.6g}" for k in CURVE_KEYS for i in (0, 1)]
-            clines.append(",".join([f'"{name}"', str(int(t)), *nums]))
-    atomic_write_text(root / "curves.csv", "\n".join(clines) + "\n")
-    written += [root / "table.csv", root / "table.md", root / "curves.csv"]
-    if agg:
-        from robot.compare_plots import plot_curves
-
-        written += plot_curves(root / "figures", agg, CURVE_KEYS, CURVE_TITLES)
-    return written
 
 
 # -- command ------------------------------------------------------------------------------------------

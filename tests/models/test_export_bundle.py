@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from microfarm import main as microfarm_main
-from models.export_cli import ExportConfig, export_bundle, write_demo_sources
+from models.export_checks import write_demo_sources
+from models.export_cli import ExportConfig, export_bundle
 from models.onnx_export import sha256_file
 from models.runtime import CONTRACT_KEY, MODEL_NAMES, Runtime
 

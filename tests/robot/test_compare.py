@@ -14,6 +14,7 @@ import pytest
 from fake_camera_robot import FakeCameraRobot, tiny_encoder
 
 import robot.compare as compare
+import robot.compare_report as compare_report
 from microfarm import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +107,7 @@ def test_memory_zero_collapses_probability_axis() -> None:
 
 def test_rise_is_error_above_best_so_far() -> None:
     cols = {"fwd_mse_r0": [4.0, 2.0, 3.0, 1.0], "fwd_mse_r1": [1.0, 1.0, 1.0, 1.0]}
-    assert compare.rise(cols) == [0.0, 0.0, 0.5, 0.0]
+    assert compare_report.rise(cols) == [0.0, 0.0, 0.5, 0.0]
 
 
 def test_ray_missing_exits_2_with_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -180,7 +181,7 @@ def test_ray_path_with_a_stand_in_ray(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_probe_measures_stop_at_leave_at_and_read_the_left_region() -> None:
-    from robot.compare import _run_measures
+    from robot.compare_report import _run_measures
 
     it = np.arange(1, 401, dtype=float)
     r0 = np.where(it <= 300, 1.0, 1.0 + (it - 300) / 100)  # the left region's error climbs to 2 after 300

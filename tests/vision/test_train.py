@@ -13,6 +13,7 @@ from test_episodes import make_dataset
 
 import microfarm
 import vision.train as vt
+import vision.train_data as vtd
 from models.guided_net import GuidedNet, load_guided_net
 from vision.augment import colour_shift, strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
@@ -265,7 +266,7 @@ def test_absent_queries_are_frames_without_the_species_and_all_background(data):
     ds = SegmentationDataset(data)
     for prob, want_fg in ((1.0, False), (0.0, True)):
         cfg = vt.TrainConfig(data=data, imgsz=48, shots=2, augment="none", min_pixels=4, absent_prob=prob)
-        items = vt.EpisodeData(ds, [1, 2, 3], cfg, per_step=4)
+        items = vtd.EpisodeData(ds, [1, 2, 3], cfg, per_step=4)
         for i in range(8):
             k = items.shots_of(i // 4)
             ep = items.samplers[k].episode(i)

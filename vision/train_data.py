@@ -1,0 +1,145 @@
+"""The data side of `microfarm train-segmenter` (``vision.train``): the episode pipeline, the loss and the log.
+
+- ``EpisodeData``: item ``i`` -> one augmented training episode (a module-level class, so DataLoader worker
+  processes can pickle it); ``_StepBatches``: the item indices of each step for one process of a
+  data-parallel run;
+- ``seg_loss``: cross-entropy + soft Dice on the foreground, ``IGNORE`` pixels left out;
+- ``_read_log`` / ``_flush_log`` / ``_write_plots``: ``log.csv`` and its ``loss.png`` / ``val_miou.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microfarm import UsageError, atomic_write_text
+from vision.augment import colour_shift, strong_augment
+from vision.episodes import EpisodeSampler, SegmentationDataset
+
+if TYPE_CHECKING:
+    from vision.train import TrainConfig
+
+__all__ = ["EpisodeData", "seg_loss", "IGNORE", "LOG_FIELDS"]
+
+IGNORE = 2  # target value of pixels the loss ignores (held-out species in training queries)
+
+
+# -- episodes ---------------------------------------------------------------------------------------------
+class EpisodeData(torch.utils.data.Dataset):
+    """Item ``i`` -> one augmented training episode; ``i // per_step`` is the step, which fixes K."""
+
+    def __init__(self, dataset: SegmentationDataset, folds: list[int], cfg: TrainConfig, per_step: int) -> None:
+        self.cfg, self.per_step = cfg, per_step
+        shots = [k for k in range(1, cfg.shots + 1)]
+        self.samplers = {}
+        for k in shots:
+            try:
+                self.samplers[k] = EpisodeSampler(dataset, folds, shots=k, min_pixels=cfg.min_pixels,
+                                                  seed=cfg.seed + 1000 * k, size=None, augment=False)
+            except UsageError:
+                if k == 1:
+                    raise
+        self.ks = sorted(self.samplers)
+        self.dataset = dataset
+        self.ignore = sorted(set(dataset.fold_classes(range(len(dataset.folds)))) - set(dataset.fold_classes(folds)))
+
+    def __len__(self) -> int:
+        return self.cfg.steps * self.per_step
+
+    def shots_of(self, step: int) -> int:
+        return self.ks[int(np.random.default_rng([self.cfg.seed, step, 11]).integers(len(self.ks)))]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.shots_of(i // self.per_step)
+        ep = self.samplers[k].episode(i)
+        rng = np.random.default_rng([self.cfg.seed, i, 23])
+        shared = colour_shift(rng, self.cfg.augment == "strong") if self.cfg.colour == "episode" else None
+        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True, colour=shared)
+               for im, m in zip(ep.support_images, ep.support_masks, strict=True)]
+        qframe, qimage, qmask = ep.frames[-1], ep.query_image, ep.query_mask
+        absent = self.cfg.absent_prob > 0 and rng.random() < self.cfg.absent_prob
+        if absent:  # a frame without the species: every pixel is background
+            j = self.samplers[k].absent_frame(i, ep.class_id)
+            if j is None:
+                absent = False
+            else:
+                qframe, qimage = j, self.dataset.image(j)
+                qmask = np.zeros(qimage.shape[:2], np.uint8)
+        if self.cfg.ignore_heldout and self.ignore:
+            qmask = qmask.copy()
+            qmask[np.isin(self.dataset.species_mask(qframe), self.ignore)] = IGNORE
+        q, qm = strong_augment(qimage, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=not absent,
+                               colour=shared)
+        s = torch.from_numpy(np.stack([a for a, _ in sup])).permute(0, 3, 1, 2)  # [K,3,S,S] uint8
+        sm = torch.from_numpy(np.stack([b for _, b in sup]))[:, None]  # [K,1,S,S] uint8
+        return s, sm, torch.from_numpy(q).permute(2, 0, 1), torch.from_numpy(qm)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of item indices for steps ``start..steps-1`` of this process (rank) of ``world``."""
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        per_step = self.batch * self.world
+        for step in range(self.start, self.steps):
+            base = step * per_step + self.rank * self.batch
+            yield list(range(base, base + self.batch))
+
+
+# -- loss -------------------------------------------------------------------------------------------------
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice: float) -> torch.Tensor:
+    """Cross-entropy + ``dice`` x soft Dice of the foreground. logits [B,2,H,W], target [B,H,W] long in
+    {0, 1, IGNORE}; IGNORE pixels count in neither term."""
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    if dice <= 0:
+        return ce
+    valid = (target != IGNORE).float()
+    p = torch.softmax(logits, 1)[:, 1] * valid
+    t = (target == 1).float()
+    inter = (p * t).sum((1, 2))
+    d = 1 - (2 * inter + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
+    return ce + dice * d.mean()
+
+
+# -- log --------------------------------------------------------------------------------------------------
+def _read_log(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+LOG_FIELDS = ["step", "loss", "lr", "shots", "val_miou", "val_fb_iou", "seconds"]
+
+
+def _write_plots(out: Path, rows: list[dict[str, str]]) -> None:
+    from vision.plots import plot_curve
+
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    plot_curve(out / "loss.png", steps, [float(r["loss"]) for r in rows], "loss (CE + Dice)", "training loss",
+               smooth=min(50, max(2, len(rows) // 20)))
+    val = [(int(r["step"]), float(r["val_miou"])) for r in rows if r.get("val_miou")]
+    if val:
+        plot_curve(out / "val_miou.png", [v[0] for v in val], [v[1] for v in val], "mIoU (held-out fold, 1-shot)",
+                   "validation mIoU")
+
+
+def _flush_log(path: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
