@@ -10,7 +10,8 @@ own size; the network sees ``--imgsz``.
 
 Writes into ``runs/eval-segmenter/<N>/`` (or ``--out``): ``results.json`` (every metric, per-class IoU,
 seconds per frame of each method, the config), ``results.md`` (the table) and ``examples.png`` (support,
-query, truth and every method's prediction for the first episodes of the first fold).
+query, truth and every method's prediction for the first episodes of the first fold). ``--merge`` joins
+several runs' results instead (``vision.eval_merge``).
 """
 
 from __future__ import annotations
@@ -77,10 +78,15 @@ class EvalConfig(ColourPriorFlags, CRFFlags):
     device: str = dataclasses.field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+    merge: list[Path] = dataclasses.field(default_factory=list, metadata={
+        "help": "instead of evaluating: join the results of these eval-segmenter runs (repeatable; one per "
+                "held-out fold, each with its own weights) into one table with the mean over folds"})
 
     def validate(self) -> None:
         self.crf_params()
         self.check_colour_prior()
+        if self.merge:
+            return
         if self.data is None:
             raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
         if self.episodes < 1:
@@ -332,6 +338,16 @@ def _species_name(ds: SegmentationDataset, cid: int) -> str:
 def cli(argv: list[str]) -> int:
     cfg = parse_config(EvalConfig, argv, prog="microfarm eval-segmenter")
     cfg.validate()
+    if cfg.merge:
+        from vision.eval_merge import merge_results
+
+        res = merge_results(cfg.merge)  # read everything before creating the output folder
+        out = next_run_dir("eval-segmenter", cfg.out)
+        atomic_write_json(out / "results.json", res)
+        atomic_write_text(out / "results.md", markdown_table(res))
+        print(markdown_table(res))
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
+        return 0
     out = next_run_dir("eval-segmenter", cfg.out)
     res = evaluate(cfg, out)
     print(markdown_table(res))

@@ -142,3 +142,32 @@ def test_bad_flags_exit_2_with_one_line(setup, tmp_path, argv, needle, capsys):
 def test_missing_data_flag_exits_2(capsys):
     assert microfarm.main(["eval-segmenter"]) == 2
     assert "--data is required" in capsys.readouterr().err
+
+
+def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, capsys):
+    """--merge: the PASCAL-5i table of one network per held-out fold; runs evaluated with other flags, or the
+    same fold twice, exit 2 without creating the output folder."""
+    data, weights = setup
+    w2 = save_guided_net(GuidedNet(), tmp_path / "w2.safetensors",
+                         extra={"fold": 2, "train_folds": [0, 1, 3], "imgsz": 48})
+    common = ["--data", str(data), "--episodes", "3", "--shots", "1", "--imgsz", "48", "--examples", "0",
+              "--no-progress", "--threads", "1", "--crf", "off", "--no-baselines"]
+    assert ve.cli([*common, "--weights", str(weights), "--out", str(tmp_path / "f1")]) == 0
+    assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2")]) == 0
+    assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2b"), "--colour-prior", "0"]) == 0
+    capsys.readouterr()
+    assert ve.cli(["--merge", str(tmp_path / "f2"), "--merge", str(tmp_path / "f1"), "--out", str(tmp_path / "m")]) == 0
+    res = json.loads((tmp_path / "m" / "results.json").read_text())
+    one = {f: json.loads((tmp_path / f"f{f}" / "results.json").read_text())["folds"][f] for f in ("1", "2")}
+    assert list(res["folds"]) == ["1", "2"] and res["folds"] == one
+    assert res["weights_by_fold"] == {"1": str(weights), "2": str(w2)}
+    table = (tmp_path / "m" / "results.md").read_text()
+    mean = np.mean([one[f]["1"]["none"]["miou"] for f in ("1", "2")])
+    assert "mean 1-shot mIoU" in table and f"| {100 * mean:.1f} |" in table.splitlines()[2]
+    for argv, needle in [([str(tmp_path / "f1"), str(tmp_path / "f2b")], "methods"),
+                         ([str(tmp_path / "f1"), str(tmp_path / "f1")], "fold 1 is in two"),
+                         ([str(tmp_path / "f1"), str(tmp_path / "nothing")], "cannot read")]:
+        out = tmp_path / "bad"
+        rc = microfarm.main(["eval-segmenter", "--merge", argv[0], "--merge", argv[1], "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -1,0 +1,63 @@
+"""`microfarm eval-segmenter --merge RUN [RUN ...]`: one table from several evaluations.
+
+The PASCAL-5i protocol trains one network per held-out fold, so the four folds are four ``eval-segmenter`` runs
+with four weights files. This joins their ``results.json`` into one results dict (folds side by side, the mean
+over folds per shot count in the table), refusing runs that are not comparable: different shot counts,
+methods, episodes, episode seed, network input size or colour-prior weight, or a fold present twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microfarm import UsageError
+
+__all__ = ["merge_results", "SAME_CONFIG"]
+
+SAME_CONFIG = ("episodes", "seed", "imgsz", "colour_prior", "min_pixels", "crf_episodes")
+
+
+def _load(run: Path) -> tuple[Path, dict[str, Any]]:
+    path = run / "results.json" if run.is_dir() else run
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--merge: cannot read {path} ({e.__class__.__name__}); give folders written by "
+                         "`microfarm eval-segmenter`") from None
+    if not isinstance(res, dict) or not {"folds", "shots", "methods", "config"} <= set(res):
+        raise UsageError(f"--merge: {path} is not an eval-segmenter results.json")
+    return path, res
+
+
+def merge_results(runs: list[Path]) -> dict[str, Any]:
+    """``results.json`` of ``runs`` (folders or files) -> one results dict with every run's folds.
+
+    Adds ``merged_from`` (the files) and ``weights_by_fold``; ``seconds_per_frame`` is the mean over runs."""
+    loaded = [_load(Path(r)) for r in runs]
+    path0, first = loaded[0]
+    merged: dict[str, Any] = {"folds": {}, "shots": first["shots"], "methods": first["methods"],
+                              "config": first["config"], "merged_from": [], "weights_by_fold": {}}
+    for path, res in loaded:
+        for key in ("shots", "methods"):
+            if res[key] != first[key]:
+                raise UsageError(f"--merge: {path} has {key} {res[key]}, {path0} {first[key]}; evaluate both with "
+                                 "the same flags")
+        for key in SAME_CONFIG:
+            if res["config"].get(key) != first["config"].get(key):
+                raise UsageError(f"--merge: {path} has --{key.replace('_', '-')} {res['config'].get(key)}, {path0} "
+                                 f"{first['config'].get(key)}; evaluate both with the same flags")
+        for fold, cell in res["folds"].items():
+            if fold in merged["folds"]:
+                raise UsageError(f"--merge: fold {fold} is in two of the runs (one run per held-out fold)")
+            merged["folds"][fold] = cell
+            merged["weights_by_fold"][fold] = res.get("weights")
+        merged["merged_from"].append(str(path))
+    secs = [r.get("seconds_per_frame", {}) for _, r in loaded]
+    merged["seconds_per_frame"] = {m: float(np.mean([s[m] for s in secs if m in s]))
+                                   for m in first["methods"] if any(m in s for s in secs)}
+    merged["folds"] = dict(sorted(merged["folds"].items(), key=lambda kv: int(kv[0])))
+    return merged
