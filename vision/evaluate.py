@@ -160,7 +160,8 @@ def _absent_table(results: dict[str, Any], cols: list[tuple[str, int]]) -> str:
              "false positives too (one such frame per episode; higher is better)", "",
              "| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
     for m in results["methods"]:
-        vals = [f"{100 * r['absent_marked']:.1f} / {100 * r['absent_alarm']:.0f} / {100 * r['feed_miou']:.1f}"
+        vals = [f"{100 * r['absent_marked']:.1f} / {100 * r['absent_alarm']:.0f} / "
+                + (f"{100 * r['feed_miou']:.1f}" if "feed_miou" in r else "-")  # runs from before feed mIoU
                 if "absent_marked" in r else "-" for r in cell[m]]
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
@@ -341,11 +342,15 @@ def cli(argv: list[str]) -> int:
     if cfg.merge:
         from vision.eval_merge import merge_results
 
-        res = merge_results(cfg.merge)  # read everything before creating the output folder
+        other = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - {"--merge", "--out"})
+        if other:
+            raise UsageError(f"--merge takes only --out (the merged runs keep their own settings), got {other[0]}")
+        res = merge_results(cfg.merge)  # read and check everything before creating the output folder
+        table = markdown_table(res)
         out = next_run_dir("eval-segmenter", cfg.out)
         atomic_write_json(out / "results.json", res)
-        atomic_write_text(out / "results.md", markdown_table(res))
-        print(markdown_table(res))
+        atomic_write_text(out / "results.md", table)
+        print(table)
         print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
         return 0
     out = next_run_dir("eval-segmenter", cfg.out)

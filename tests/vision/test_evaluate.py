@@ -160,14 +160,19 @@ def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, ca
     res = json.loads((tmp_path / "m" / "results.json").read_text())
     one = {f: json.loads((tmp_path / f"f{f}" / "results.json").read_text())["folds"][f] for f in ("1", "2")}
     assert list(res["folds"]) == ["1", "2"] and res["folds"] == one
-    assert res["weights_by_fold"] == {"1": str(weights), "2": str(w2)}
+    assert res["weights_by_fold"] == {"1": str(weights), "2": str(w2)} and res["config"]["fold"] == [1, 2]
+    # a fold the weights were trained on is refused (w2 was trained on fold 1)
+    with pytest.warns(UserWarning, match="training folds"):
+        assert ve.cli([*common, "--weights", str(w2), "--fold", "1", "--out", str(tmp_path / "leak")]) == 0
     table = (tmp_path / "m" / "results.md").read_text()
     mean = np.mean([one[f]["1"]["none"]["miou"] for f in ("1", "2")])
     assert "mean 1-shot mIoU" in table and f"| {100 * mean:.1f} |" in table.splitlines()[2]
     for argv, needle in [([str(tmp_path / "f1"), str(tmp_path / "f2b")], "methods"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f1")], "fold 1 is in two"),
-                         ([str(tmp_path / "f1"), str(tmp_path / "nothing")], "cannot read")]:
+                         ([str(tmp_path / "f1"), str(tmp_path / "nothing")], "cannot read"),
+                         ([str(tmp_path / "f2"), str(tmp_path / "leak")], "a training fold of its weights"),
+                         ([str(tmp_path / "f1"), str(tmp_path / "f2"), "--episodes", "5"], "takes only --out")]:
         out = tmp_path / "bad"
-        rc = microfarm.main(["eval-segmenter", "--merge", argv[0], "--merge", argv[1], "--out", str(out)])
+        rc = microfarm.main(["eval-segmenter", "--merge", argv[0], "--merge", argv[1], *argv[2:], "--out", str(out)])
         err = capsys.readouterr().err
         assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1 and not out.exists()
