@@ -7,6 +7,7 @@ Toolkit:
 - ``UsageError``: bad input; ``main`` prints it as one line and exits with code 2 (no traceback).
 - ``parse_config(cls, argv)``: a dataclass config from command-line flags (``--field-name``); unknown flags
   are rejected with a close-match suggestion; ``Literal`` fields list their valid choices.
+- ``given_fields(argv)``: the config fields whose flags appear on a command line.
 - ``atomic_write_bytes/text/json``, ``atomic_path``: write to a temp file in the same folder, then rename.
 - ``next_run_dir(command, out)``: ``runs/<command>/<N>/`` (auto-incremented) unless ``--out`` is given.
 """
@@ -30,6 +31,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 __all__ = [
     "UsageError",
     "parse_config",
+    "given_fields",
     "atomic_write_bytes",
     "atomic_write_png",
     "atomic_write_text",
@@ -151,6 +153,21 @@ def parse_config(cls: type[C], argv: Sequence[str] | None, prog: str = "microfar
         if values.get(f.name) is None and get_origin(_field_type(hints[f.name])) is list:
             values[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else []  # type: ignore[misc]
     return cls(**values)
+
+
+def given_fields(argv: Sequence[str]) -> set[str]:
+    """Config field names whose flags appear in ``argv`` (``--foo-bar``, ``--no-foo-bar``, ``--foo-bar=x``).
+
+    ``--no-foo-bar`` names both ``no_foo_bar`` and ``foo_bar``.
+    """
+    names = set()
+    for a in argv:
+        if a.startswith("--"):
+            n = a[2:].split("=", 1)[0]
+            names.add(n.replace("-", "_"))
+            if n.startswith("no-"):
+                names.add(n[3:].replace("-", "_"))
+    return names
 
 
 _UMASK = os.umask(0)

@@ -9,6 +9,7 @@ methods or any setting of ``SAME_CONFIG`` (dataset, episodes, seed, input size, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from microfarm import UsageError
+from models.crf_params import CRFFlags
 
 __all__ = ["merge_results", "SAME_CONFIG"]
 
 SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "colour_prior", "min_pixels", "crf_episodes", "absent",
-               "crf_gaussian_sxy", "crf_gaussian_compat", "crf_bilateral_sxy", "crf_bilateral_srgb",
-               "crf_bilateral_compat", "crf_iterations", "crf_meanfield", "crf_window", "crf_blur")
+               *(f.name for f in dataclasses.fields(CRFFlags)))
 
 
 def _setting(res: dict[str, Any], key: str) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from microfarm import UsageError, atomic_write_json, atomic_write_text, given_fields, next_run_dir, parse_config
 from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
 from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
@@ -342,9 +342,10 @@ def cli(argv: list[str]) -> int:
     if cfg.merge:
         from vision.eval_merge import merge_results
 
-        other = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - {"--merge", "--out"})
+        other = sorted(given_fields(argv) - {"merge", "out"})
         if other:
-            raise UsageError(f"--merge takes only --out (the merged runs keep their own settings), got {other[0]}")
+            raise UsageError("--merge takes only --out (the merged runs keep their own settings), got "
+                             f"--{other[0].replace('_', '-')}")
         res = merge_results(cfg.merge)  # read and check everything before creating the output folder
         table = markdown_table(res)
         out = next_run_dir("eval-segmenter", cfg.out)

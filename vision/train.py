@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from microfarm import UsageError, atomic_path, atomic_write_json, next_run_dir, parse_config
+from microfarm import UsageError, atomic_path, atomic_write_json, given_fields, next_run_dir, parse_config
 from vision.augment import strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.train_data import EpisodeData, _flush_log, _read_log, _StepBatches, _write_plots, seg_loss
@@ -356,18 +356,6 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     return summary
 
 
-def _given_fields(argv: list[str]) -> set[str]:
-    """Config field names whose flags appear in ``argv`` (``--foo-bar``, ``--no-foo-bar``, ``--foo-bar=x``)."""
-    names = set()
-    for a in argv:
-        if a.startswith("--"):
-            n = a[2:].split("=", 1)[0]
-            names.add(n.replace("-", "_"))
-            if n.startswith("no-"):
-                names.add(n[3:].replace("-", "_"))
-    return names
-
-
 def cli(argv: list[str]) -> int:
     cfg = parse_config(TrainConfig, argv, prog="microfarm train-segmenter")
     if cfg.resume is not None:
@@ -376,7 +364,7 @@ def cli(argv: list[str]) -> int:
         if not cfg_path.is_file():
             raise UsageError(f"--resume {str(run)!r}: not a train-segmenter run (no config.json)")
         saved = json.loads(cfg_path.read_text())
-        given = _given_fields(argv)
+        given = given_fields(argv)
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         merged = {k: v for k, v in saved.items() if k in fields}
         merged.update({k: getattr(cfg, k) for k in given if k in fields})
