@@ -1,7 +1,7 @@
 """The support's colour as a prior: HSV histograms of the support's foreground and background -> P(fg | colour).
 
 numpy + OpenCV only, so the torch predictor (``vision.FewShotSegmenter``), the ONNX runtime
-(``models.runtime.OnnxSegmenter``) and the colour-histogram baseline (``vision.baselines``) share it.
+(``models.onnx_segmenter.OnnxSegmenter``) and the colour-histogram baseline (``vision.baselines``) share it.
 
 ``ColourHistogram`` counts, per hue-saturation-value bin, the support's foreground pixels Hf and background
 pixels Hb; shots are added one at a time (``add``) and their counts summed, so adding a shot later equals

@@ -14,8 +14,7 @@ Typed calls (float32 numpy arrays, batch first):
 - ``segment(query [N,3,H,W] RGB 0..1, guide [1,G]) -> logits [N,2,H,W]`` (channel 1 = foreground);
 - ``crf(probs [N,2,H,W], image [N,3,H,W] 0..255) -> refined probs [N,2,H,W]``.
 
-``OnnxSegmenter`` is the ONNX twin of ``vision.predictor.FewShotSegmenter`` (``set_support`` once, ``predict``
-per frame, same preprocessing, so the two agree pixel for pixel up to float rounding).
+``models.onnx_segmenter.OnnxSegmenter`` is the few-shot segmenter over these calls.
 """
 
 from __future__ import annotations
@@ -29,9 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from models.imageio import to_rgb8
-
-__all__ = ["BundleError", "Runtime", "OnnxSegmenter", "verify_bundle", "select_providers", "BUNDLE_FORMAT",
+__all__ = ["BundleError", "Runtime", "verify_bundle", "select_providers", "BUNDLE_FORMAT",
            "CONTRACT_KEY", "MODEL_NAMES", "PROVIDER_ORDER", "softmax_fg"]
 
 BUNDLE_FORMAT = "1"
@@ -256,94 +253,3 @@ class Runtime:
     def crf(self, probs: np.ndarray, image: np.ndarray) -> np.ndarray:
         """probs [N,2,H,W], image [N,3,H,W] RGB 0..255 -> refined probs [N,2,H,W]."""
         return self._run("crf", {"probs": probs, "image": image})
-
-
-class OnnxSegmenter:
-    """``set_support(images, masks)`` once, ``predict(frame) -> (probs (H,W) float32, mask (H,W) uint8 0/255)``.
-
-    Same preprocessing as the torch ``FewShotSegmenter``: the network sees ``imgsz x imgsz`` (cv2 INTER_AREA when
-    shrinking, INTER_LINEAR otherwise); probabilities are resized back to the frame's size and blended with the
-    support's colour histogram (``colour_prior`` W: (1-W) network + W colour, ``models.colour_prior``); crf
-    "meanfield" runs ``crf.onnx`` at the frame's size. The guide is a running mean over the shots.
-    """
-
-    def __init__(self, runtime: Runtime | str | Path, crf: str = "none", imgsz: int | None = None,
-                 threshold: float = 0.5, colour_prior: float | None = None, **runtime_kwargs: Any) -> None:
-        from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram
-
-        if crf not in ("none", "meanfield"):
-            raise BundleError(f"crf {crf!r} is not available from a bundle; choose none or meanfield (crf.onnx)")
-        w = DEFAULT_COLOUR_PRIOR if colour_prior is None else float(colour_prior)
-        if not 0.0 <= w <= 1.0:
-            raise BundleError(f"colour_prior must be in [0, 1] (0 = the network alone), got {colour_prior}")
-        self.colour_prior = w
-        self._colour = ColourHistogram()
-        self.rt = runtime if isinstance(runtime, Runtime) else Runtime(runtime, **runtime_kwargs)
-        pre = self.rt.entry("segment").get("preprocess", {}) if self.rt.has("segment") else {}
-        self.imgsz = int(imgsz or pre.get("size", 256))
-        self.crf, self.threshold = crf, float(threshold)
-        self._sum: np.ndarray | None = None
-        self._count = 0
-
-    @property
-    def shots(self) -> int:
-        return self._count
-
-    def _input(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2
-
-        s = self.imgsz
-        interp = cv2.INTER_AREA if min(rgb.shape[:2]) > s else cv2.INTER_LINEAR
-        x = cv2.resize(rgb, (s, s), interpolation=interp)
-        return (x.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0))
-
-    def set_support(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
-        if len(images) != len(masks) or not images:
-            raise BundleError(f"need as many masks as images, at least one (got {len(images)} images, "
-                              f"{len(masks)} masks)")
-        self._sum, self._count = None, 0
-        self._colour.reset()
-        for img, m in zip(images, masks, strict=True):
-            self.add_support(img, m)
-
-    def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
-        import cv2
-
-        rgb = to_rgb8(image, BundleError)
-        m = np.asarray(mask)
-        m = (m[..., :3] != 0).any(axis=2) if m.ndim == 3 else m != 0
-        if m.shape != rgb.shape[:2]:
-            raise BundleError(f"mask size {m.shape[1]}x{m.shape[0]} differs from its image's "
-                              f"{rgb.shape[1]}x{rgb.shape[0]}")
-        if not m.any():
-            raise BundleError("the mask is empty: mark the thing to segment with non-zero pixels")
-        s = self.imgsz
-        mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)[None, None]
-        g = self.rt.guide(self._input(rgb), mt)
-        self._sum = g if self._sum is None else self._sum + g
-        self._count += 1
-        self._colour.add(rgb, m)
-
-    def guide_value(self) -> np.ndarray:
-        if self._sum is None:
-            raise BundleError("no support shots yet: call set_support first")
-        return (self._sum / self._count).astype(np.float32)
-
-    def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import cv2
-
-        rgb = to_rgb8(frame, BundleError)
-        h, w = rgb.shape[:2]
-        from models.colour_prior import blend
-
-        p = softmax_fg(self.rt.segment(self._input(rgb), self.guide_value()))
-        fg = cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
-        if self.colour_prior > 0:
-            fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
-        if self.crf == "meanfield":
-            fg = np.clip(fg, 0.0, 1.0)
-            img = rgb.transpose(2, 0, 1)[None].astype(np.float32)
-            fg = self.rt.crf(np.stack([1.0 - fg, fg])[None], img)[0, 1]
-        fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
-        return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)
-

@@ -27,6 +27,7 @@ import numpy as np
 
 from microfarm import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
 from models.colour_prior import ColourPriorFlags
+from models.crf_gate import CRFGateFlags
 
 __all__ = ["DeployConfig", "deploy", "cli", "percentiles"]
 
@@ -36,7 +37,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass
-class DeployConfig(ColourPriorFlags):
+class DeployConfig(ColourPriorFlags, CRFGateFlags):
     """Run an ONNX bundle on a robot (segmentation and/or reaching goals) without PyTorch."""
 
     bundle: Path | None = _f(None, "bundle folder written by `microfarm export` (required)")
@@ -112,7 +113,8 @@ def _make_robot(cfg: DeployConfig, rt: Any, size: int) -> Any:
 
 def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     """Run the session described by ``cfg``; returns the output folder."""
-    from models.runtime import BundleError, OnnxSegmenter, Runtime
+    from models.onnx_segmenter import OnnxSegmenter
+    from models.runtime import BundleError, Runtime
 
     if cfg.bundle is None:
         raise UsageError("--bundle is required: a folder written by `microfarm export`")
@@ -133,8 +135,10 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
                               f"with {how} or choose another --task")
         seg = None
         if seg_on:
-            seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior())
+            seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior(),
+                                crf_gate=cfg.crf_gate)
             seg.set_support(*_support(cfg.support))
+            _ = seg.crf_on  # the CRF gate's check on the support, once, before the first step's timing
         goals = None
         if reach_on:
             if cfg.goal:
@@ -167,7 +171,8 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         stopped = "interrupted (Ctrl-C)"
     finally:
         robot.disconnect()
-        _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals)
+        _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals,
+                 seg.gate.report() if seg is not None else None)
     return out
 
 
@@ -215,7 +220,7 @@ def _step(k: int, robot: Any, rt: Any, seg: Any, goals: np.ndarray | None, mask_
 
 
 def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], seconds: float, stopped: str,
-             goals: np.ndarray | None) -> None:
+             goals: np.ndarray | None, gate: dict[str, Any] | None) -> None:
     stages = ["inverse_ms", "move_ms", "encode_ms", "capture_ms", "segment_ms", "step_ms"]
     lat = {s[:-3]: percentiles([r[s] for r in rows if s in r]) for s in stages if any(s in r for r in rows)}
     compute = [sum(r.get(s, 0.0) for s in ("inverse_ms", "encode_ms", "segment_ms")) for r in rows]
@@ -230,7 +235,7 @@ def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], 
                "precision": cfg.precision, "files": rt.files, "steps": len(rows), "seconds": round(seconds, 4),
                "fps": round(len(rows) / seconds, 2) if seconds > 0 and rows else None,
                "compute_fps": round(1e3 * len(rows) / sum(compute), 2) if rows and sum(compute) > 0 else None,
-               "latency_ms": lat, "reach_error": reach,
+               "latency_ms": lat, "reach_error": reach, "crf_gate": gate,
                "foreground_fraction_mean": round(float(np.mean([r["foreground_fraction"] for r in rows])), 5)
                if rows and "foreground_fraction" in rows[0] else None, "stopped": stopped}
     atomic_write_json(out / "summary.json", summary)

@@ -29,6 +29,7 @@ from microfarm import (
     parse_config,
 )
 from models.colour_prior import ColourPriorFlags
+from models.crf_gate import CRFGateFlags
 from models.crf_params import CRFFlags, crf_flag
 from vision.sources import Source, open_source, read_image
 
@@ -36,7 +37,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "
 
 
 @dataclasses.dataclass
-class SegmentConfig(ColourPriorFlags, CRFFlags):
+class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -120,7 +121,8 @@ def make_predictor(cfg: SegmentConfig) -> Any:
     """The ``FewShotSegmenter`` (torch) or ``OnnxSegmenter`` (``--backend onnx``) for ``cfg``; UsageError if the
     weights or the bundle are missing or wrong."""
     if cfg.backend == "onnx":
-        from models.runtime import BundleError, OnnxSegmenter
+        from models.onnx_segmenter import OnnxSegmenter
+        from models.runtime import BundleError
 
         if cfg.bundle is None:
             raise UsageError("--backend onnx needs --bundle DIR (a folder written by `microfarm export`)")
@@ -128,6 +130,7 @@ def make_predictor(cfg: SegmentConfig) -> Any:
             raise UsageError("--crf dense is not in an ONNX bundle; use --crf meanfield (crf.onnx) or none")
         try:
             seg = OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
+                                crf_gate=cfg.crf_gate,
                                 providers=["cuda"] if cfg.device == "cuda" else None)
         except BundleError as e:
             raise UsageError(str(e)) from None
@@ -145,7 +148,7 @@ def make_predictor(cfg: SegmentConfig) -> Any:
                          "`microfarm train-segmenter` (see README)")
     try:
         return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params(),
-                                colour_prior=cfg.check_colour_prior())
+                                colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate)
     except WeightsError as e:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 
@@ -159,6 +162,11 @@ def segment(cfg: SegmentConfig) -> Path:
     images, masks = load_support(cfg.support, cfg.resize_masks)
     predictor = make_predictor(cfg)
     predictor.set_support(images, masks)
+    if cfg.crf != "none" and cfg.crf_gate:  # the gate's check on the support, once, before the first frame
+        on, gate = predictor.crf_on, predictor.gate.report()
+        print(f"CRF check on the support: mean IoU {gate['support_iou_without_crf']:.3f} without the CRF, "
+              f"{gate['support_iou_with_crf']:.3f} with it -> CRF {'on' if on else 'off'} "
+              f"({'it does not hurt' if on else 'it would erase part of the examples'}; --no-crf-gate always runs it)")
     source = open_source(cfg.source, cfg.vid_stride, sim_size=cfg.imgsz, seed=cfg.seed)
     out = next_run_dir("segment", cfg.out)
     (out / "masks").mkdir(exist_ok=True)
@@ -211,7 +219,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
         if writer is not None:
             writer.release()
         files.close()
-        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped)
+        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, predictor.gate.report())
     return out
 
 
@@ -226,10 +234,11 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 
 
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
-                   seconds: float, stopped: str) -> None:
-    """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone."""
+                   seconds: float, stopped: str, gate: dict[str, Any]) -> None:
+    """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
+    CRF gate's check (``models.crf_gate.CRFGate.report``)."""
     n = len(fractions)
-    summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "imgsz": cfg.imgsz,
+    summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,

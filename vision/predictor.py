@@ -4,7 +4,9 @@ Frames and support images are HWC uint8 RGB (H,W,3); gray (H,W) or (H,W,1), RGBA
 are converted (``to_rgb8``). A mask is any 8/16-bit image, gray or colour, where non-zero = foreground, of
 its image's size. The network sees ``imgsz x imgsz`` RGB in [0,1] (it applies the ImageNet normalisation
 itself); probabilities are resized back to the frame's own size, blended with the support's colour histogram
-(``colour_prior``, ``models.colour_prior``) and optionally refined by a CRF there.
+(``colour_prior``, ``models.colour_prior``) and optionally refined by a CRF there; with ``crf_gate`` (the
+default) the CRF runs only for supports where it does not lower the IoU on the support images themselves
+(``models.crf_gate``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from microfarm import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram, blend
+from models.crf_gate import CRFGate
 from models.guided_net import GuideAccumulator, GuidedNet, load_guided_net
 from vision.densecrf import CRFParams, dense_crf
 from vision.imageio import SupportError, to_mask, to_rgb8
@@ -35,13 +38,15 @@ class FewShotSegmenter:
     model: a ``GuidedNet`` or the path of a ``save_guided_net`` safetensors file. crf: "none", "dense"
     (pydensecrf) or "meanfield" (``models.crf.MeanFieldCRF``). imgsz: the network's input side.
     colour_prior: weight W of the support's colour histogram, foreground = (1-W) network + W colour before the
-    CRF (0: the network alone). The guide is computed once per support shot and kept as a running mean, and
+    CRF (0: the network alone). crf_gate: check once per support set whether the CRF lowers the IoU on the
+    support images themselves and skip it if so (``models.crf_gate``; False: always run it). The guide is
+    computed once per support shot and kept as a running mean, and
     the colour histogram sums the shots' counts, so ``predict`` only runs the query branch.
     """
 
     def __init__(self, model: GuidedNet | str | Path, crf: CRFName = "none", imgsz: int = 256,
                  device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5,
-                 colour_prior: float = DEFAULT_COLOUR_PRIOR) -> None:
+                 colour_prior: float = DEFAULT_COLOUR_PRIOR, crf_gate: bool = True) -> None:
         if crf not in CRFS:
             raise UsageError(f"unknown crf {crf!r}; choose one of: {', '.join(CRFS)}")
         if imgsz < 16:
@@ -60,6 +65,7 @@ class FewShotSegmenter:
         self.colour_prior = float(colour_prior)
         self._guide = GuideAccumulator()
         self._colour = ColourHistogram()
+        self.gate = CRFGate(crf_gate, self.threshold)
 
     @property
     def shots(self) -> int:
@@ -80,6 +86,7 @@ class FewShotSegmenter:
                                f"{len(masks)} masks)")
         self._guide = GuideAccumulator()
         self._colour.reset()
+        self.gate.reset()
         for img, m in zip(images, masks, strict=True):
             self.add_support(img, m)
 
@@ -97,29 +104,45 @@ class FewShotSegmenter:
             g = self.model.shot_guides(self._tensor(rgb), torch.from_numpy(mt).to(self.device)[None, None])
         self._guide.add(g)
         self._colour.add(rgb, m)
+        self.gate.add(rgb, m)
 
-    def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """frame (H,W,3) uint8 RGB (or gray/RGBA/16-bit) -> (probs (H,W) float32 in [0,1], mask (H,W) uint8 0/255).
-
-        ``probs`` is the foreground probability at the frame's own size, blended with the colour prior and
-        refined by the CRF as set.
-        """
-        rgb = to_rgb8(frame)
+    def fused(self, rgb: np.ndarray) -> np.ndarray:
+        """(H,W,3) uint8 RGB -> (H,W) float32 foreground probability before the CRF: the network's, resized to
+        the frame's size, blended with the colour prior."""
         h, w = rgb.shape[:2]
-        guide = self._guide.value()
         with torch.inference_mode():
-            p = torch.softmax(self.model.segment(self._tensor(rgb), guide), 1)
+            p = torch.softmax(self.model.segment(self._tensor(rgb), self._guide.value()), 1)
         fg = cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
         if self.colour_prior > 0:
             fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
-        fg = np.clip(fg, 0.0, 1.0)
+        return np.clip(fg, 0.0, 1.0)
+
+    def refine(self, fg: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """The CRF of ``self.crf`` on fg (H,W) float32 and its frame (H,W,3) uint8 RGB -> (H,W) float32."""
         if self.crf == "meanfield":
             assert self._meanfield is not None
             with torch.inference_mode():
                 pt = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(self.device)
                 img = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float()
-                fg = self._meanfield(pt, img)[0, 1].cpu().numpy()
-        elif self.crf == "dense":
-            fg = dense_crf(np.stack([1.0 - fg, fg]), rgb, self.crf_params)[1]
+                return self._meanfield(pt, img)[0, 1].cpu().numpy()
+        if self.crf == "dense":
+            return dense_crf(np.stack([1.0 - fg, fg]), rgb, self.crf_params)[1]
+        return fg
+
+    @property
+    def crf_on(self) -> bool:
+        """Whether ``predict`` runs the CRF for the current support (runs the gate's check if not yet done)."""
+        return self.crf != "none" and self.gate.use_crf(self.fused, self.refine)
+
+    def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """frame (H,W,3) uint8 RGB (or gray/RGBA/16-bit) -> (probs (H,W) float32 in [0,1], mask (H,W) uint8 0/255).
+
+        ``probs`` is the foreground probability at the frame's own size, blended with the colour prior and
+        refined by the CRF as set (and as the gate allows).
+        """
+        rgb = to_rgb8(frame)
+        fg = self.fused(rgb)
+        if self.crf_on:
+            fg = self.refine(fg, rgb)
         fg = np.clip(fg, 0.0, 1.0).astype(np.float32)
         return fg, np.where(fg >= self.threshold, 255, 0).astype(np.uint8)

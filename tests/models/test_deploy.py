@@ -35,6 +35,7 @@ def test_both_session_on_the_simulator(bundle: Path, support: str, tmp_path: Pat
     assert {"inverse", "move", "encode", "segment", "step"} <= set(s["latency_ms"])
     assert s["latency_ms"]["segment"]["p95"] >= s["latency_ms"]["segment"]["p50"] > 0
     assert s["reach_error"]["n_goals"] == 9 and set(s["reach_error"]["per_goal"]) == {"0", "1", "2", "3", "4"}
+    assert s["crf_gate"]["enabled"] and isinstance(s["crf_gate"]["crf_on"], bool)  # checked before step 0
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["goal"] for r in rows] == [0, 1, 2, 3, 4] and all(0 <= v <= 1 for r in rows for v in r["command"])
     assert cv2.imread(str(out / "masks" / "step_000004.png"), 0).shape == (64, 64)

@@ -29,7 +29,8 @@ import sys
 sys.modules["torch"] = None      # importing torch or pybullet now raises ImportError
 sys.modules["pybullet"] = None
 import numpy as np
-from models.runtime import OnnxSegmenter, Runtime
+from models.onnx_segmenter import OnnxSegmenter
+from models.runtime import Runtime
 rt = Runtime(sys.argv[1])
 rng = np.random.default_rng(0)
 codes = rt.encode_rgb(rng.integers(0, 255, (2, 80, 80, 3), dtype=np.uint8))
@@ -112,6 +113,9 @@ def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) ->
     agree = [(cv2.imread(str(d / "torch" / "masks" / n), 0) == cv2.imread(str(d / "onnx" / "masks" / n), 0)).mean()
              for n in names]
     assert min(agree) >= 0.995, agree
+    gates = [json.loads((d / b / "summary.json").read_text())["crf_gate"] for b in ("torch", "onnx")]
+    assert gates[0]["crf_on"] == gates[1]["crf_on"]  # the same CRF gate decision on the same support
+    assert gates[0]["support_iou_with_crf"] == pytest.approx(gates[1]["support_iou_with_crf"], abs=0.01)
     # the CRF parameters are baked into crf.onnx: a different --crf-* value is refused, not silently ignored
     assert microfarm_main(["segment", *common, "--backend", "onnx", "--bundle", str(bundle), "--crf-iterations",
                            "9", "--out", str(d / "onnx2")]) == 2

@@ -119,3 +119,45 @@ def test_colour_prior_blends_the_support_colour_into_the_network(net):
     np.testing.assert_allclose(later.predict(q)[0], fg, atol=1e-6)
     with pytest.raises(UsageError, match="colour_prior"):
         FewShotSegmenter(net, colour_prior=1.5)
+
+
+@pytest.mark.parametrize("crf", ["dense", "meanfield"])
+def test_crf_gate_skips_a_crf_that_hurts_the_support(net, crf):
+    pairs = [_pair(seed=s) for s in range(2)]
+    seg = FewShotSegmenter(net, crf=crf, imgsz=64)
+    seg.set_support([p[0] for p in pairs], [p[1] for p in pairs])
+    frame = _pair(seed=5)[0]
+    assert seg.gate.last is None
+    probs = seg.predict(frame)[0]
+    rep = seg.gate.report()
+    assert set(rep) == {"enabled", "support_iou_without_crf", "support_iou_with_crf", "crf_on"}
+    fused = seg.fused(frame)
+    want = seg.refine(fused, frame) if rep["crf_on"] else fused
+    np.testing.assert_allclose(probs, np.clip(want, 0, 1), atol=1e-6)
+    # a CRF that erases everything lowers the support's IoU (here: of a network that marks everything): the gate
+    # turns it off and predict skips it
+    seg.fused = lambda rgb: np.full(rgb.shape[:2], 0.9, np.float32)  # type: ignore[method-assign]
+    seg.refine = lambda fg, rgb: np.zeros_like(fg)  # type: ignore[method-assign]
+    seg.add_support(*_pair(seed=3))  # a support change: the check runs again
+    assert not seg.crf_on
+    np.testing.assert_allclose(seg.predict(frame)[0], seg.fused(frame), atol=1e-6)
+    assert seg.gate.report()["support_iou_with_crf"] == 0.0
+    # without the gate the CRF always runs
+    off = FewShotSegmenter(net, crf=crf, imgsz=64, crf_gate=False)
+    off.set_support([p[0] for p in pairs], [p[1] for p in pairs])
+    off.fused = seg.fused  # type: ignore[method-assign]
+    off.refine = lambda fg, rgb: np.zeros_like(fg)  # type: ignore[method-assign]
+    assert off.crf_on and not off.predict(frame)[0].any()
+
+
+def test_crf_gate_decision_same_for_set_and_add_support(net):
+    pairs = [_pair(seed=s) for s in range(3)]
+    a = FewShotSegmenter(net, crf="meanfield", imgsz=64)
+    a.set_support([p[0] for p in pairs], [p[1] for p in pairs])
+    b = FewShotSegmenter(net, crf="meanfield", imgsz=64)
+    b.set_support([pairs[0][0]], [pairs[0][1]])
+    b.crf_on  # noqa: B018 - a check on one shot, to be redone when shots are added
+    for p in pairs[1:]:
+        b.add_support(*p)
+    assert a.crf_on == b.crf_on
+    assert a.gate.report() == pytest.approx(b.gate.report())

@@ -67,12 +67,20 @@ def test_video_source_with_stride_and_overlay_video(tmp_path: Path, weights: Pat
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
-def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, support: str) -> None:
+def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, support: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
                  "--max-frames", "3", "--crf", "meanfield", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and summary["stopped"] == "--max-frames reached"
+    gate = summary["crf_gate"]  # the CRF gate's check on the support, printed and kept in the summary
+    assert gate["enabled"] and gate["crf_on"] == (gate["support_iou_with_crf"] >= gate["support_iou_without_crf"])
+    assert f"-> CRF {'on' if gate['crf_on'] else 'off'}" in capsys.readouterr().out
+    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
+                 "--max-frames", "1", "--crf", "meanfield", "--no-crf-gate", "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["crf_gate"] == {"enabled": False}
+    assert "CRF check" not in capsys.readouterr().out
     assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 

@@ -1,0 +1,87 @@
+"""The CRF gate: run the CRF for a support set only if it does not hurt the support's own masks (numpy only).
+
+A CRF snaps masks to colour edges; that helps broad leaves and erases thin ones (onion leaves, chickweed
+leaflets: across the four held-out folds it cost up to 7 mIoU points there while adding 1-5 on broad-leaved
+species, README "All four folds"). The support shows which case we are in: the annotated examples are frames
+of the very thing to segment. So once per support set the predictor segments each support image with the
+support's own guide and colour prior, with and without the CRF, and keeps the CRF only if the mean IoU
+against the given masks does not fall (``gain >= 0``). The check costs K extra predictions and CRF runs when
+the support changes, nothing per frame. Used by ``vision.FewShotSegmenter`` and ``models.onnx_segmenter.OnnxSegmenter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["CRFGate", "CRFGateFlags", "support_crf_gain"]
+
+Fused = Callable[[np.ndarray], np.ndarray]  # (H,W,3) uint8 RGB -> (H,W) float32 P(fg) before the CRF
+Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (fg (H,W) float32, rgb) -> (H,W) float32 P(fg) after
+
+
+def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    union = np.count_nonzero(pred | truth)
+    return 1.0 if union == 0 else np.count_nonzero(pred & truth) / union
+
+
+def support_crf_gain(shots: list[tuple[np.ndarray, np.ndarray]], fused: Fused, refine: Refine,
+                     threshold: float = 0.5) -> tuple[float, float]:
+    """Mean foreground IoU over the support shots without and with the CRF: ``(iou_without, iou_with)``.
+
+    shots: (image (H,W,3) uint8 RGB, mask (H,W) bool) pairs; fused/refine: the predictor's probability before
+    the CRF and the CRF itself; a pixel is foreground at probability >= ``threshold``.
+    """
+    without, with_crf = [], []
+    for rgb, mask in shots:
+        fg = fused(rgb)
+        without.append(_iou(fg >= threshold, mask))
+        with_crf.append(_iou(refine(fg, rgb) >= threshold, mask))
+    return float(np.mean(without)), float(np.mean(with_crf))
+
+
+class CRFGate:
+    """Keeps the support shots and decides, once per support set, whether the CRF runs.
+
+    ``reset()`` / ``add(rgb, mask)`` follow the predictor's support; ``use_crf(fused, refine)`` computes the
+    check on the first call after a change and returns the cached answer afterwards. ``enabled=False``: always
+    run the CRF. ``last`` holds the check's ``(iou_without, iou_with)`` (None before one ran).
+    """
+
+    def __init__(self, enabled: bool = True, threshold: float = 0.5) -> None:
+        self.enabled, self.threshold = bool(enabled), float(threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        self.shots: list[tuple[np.ndarray, np.ndarray]] = []
+        self.last: tuple[float, float] | None = None
+
+    def add(self, rgb: np.ndarray, mask: np.ndarray) -> None:
+        """One support shot: (H,W,3) uint8 RGB and its (H,W) mask, non-zero = foreground."""
+        self.shots.append((np.array(rgb, np.uint8), np.asarray(mask) != 0))  # a copy: callers reuse frame buffers
+        self.last = None
+
+    def use_crf(self, fused: Fused, refine: Refine) -> bool:
+        if not self.enabled:
+            return True
+        if self.last is None:
+            self.last = support_crf_gain(self.shots, fused, refine, self.threshold)
+        return self.last[1] >= self.last[0]
+
+    def report(self) -> dict[str, object]:
+        """The check for ``summary.json``: enabled, IoUs without/with the CRF on the support, the decision."""
+        if not self.enabled or self.last is None:
+            return {"enabled": self.enabled}
+        return {"enabled": True, "support_iou_without_crf": round(self.last[0], 4),
+                "support_iou_with_crf": round(self.last[1], 4), "crf_on": self.last[1] >= self.last[0]}
+
+
+@dataclasses.dataclass
+class CRFGateFlags:
+    """``--crf-gate / --no-crf-gate`` for the configs of ``microfarm segment``, ``eval-segmenter`` and ``deploy``."""
+
+    crf_gate: bool = dataclasses.field(default=True, metadata={
+        "help": "run the CRF only for supports where it does not lower the IoU on the support images themselves "
+                "(checked once per support set; --no-crf-gate always runs it)"})
