@@ -21,7 +21,7 @@ from models.crf_params import CRFFlags
 
 __all__ = ["merge_results", "SAME_CONFIG"]
 
-SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "colour_prior", "min_pixels", "crf_episodes", "absent",
+SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "colour_prior", "min_pixels", "crf_episodes", "absent", "crf_gate",
                *(f.name for f in dataclasses.fields(CRFFlags)))
 
 

@@ -5,7 +5,9 @@ episodes it scores the guided network without CRF, with the dense CRF (pydensecr
 CRF (``models.crf``); the same three blended with the support's colour histogram (``--colour-prior W``, the
 predictors' default pipeline, ``models.colour_prior``; rows ``colour*``); and the two baselines of
 ``vision.baselines`` (excess green + Otsu, which ignores the support; colour-histogram back-projection from
-the support). Metrics: class-wise mIoU and FB-IoU (``vision.metrics``). Images are scored at the dataset's
+the support); with ``--crf-gate`` (default) also the default pipeline's CRF rows gated by
+``models.crf_gate`` (the CRF kept for an episode only if it does not lower the IoU on the support images;
+rows ``*_gated``). Metrics: class-wise mIoU and FB-IoU (``vision.metrics``). Images are scored at the dataset's
 own size; the network sees ``--imgsz``.
 
 Writes into ``runs/eval-segmenter/<N>/`` (or ``--out``): ``results.json`` (every metric, per-class IoU,
@@ -25,6 +27,7 @@ import numpy as np
 
 from microfarm import UsageError, atomic_write_json, atomic_write_text, given_fields, next_run_dir, parse_config
 from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
+from models.crf_gate import CRFGateFlags, support_crf_gain
 from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
@@ -42,15 +45,19 @@ LABELS = {"none": "guided net", "none_subset": "guided net (on the CRF episodes)
           "colour": "guided net + colour prior", "colour_subset": "guided net + colour prior (on the CRF episodes)",
           "colour_dense": "guided net + colour prior + dense CRF",
           "colour_meanfield": "guided net + colour prior + mean-field CRF",
+          "dense_gated": "guided net + dense CRF, gated", "meanfield_gated": "guided net + mean-field CRF, gated",
+          "colour_dense_gated": "guided net + colour prior + dense CRF, gated",
+          "colour_meanfield_gated": "guided net + colour prior + mean-field CRF, gated",
           "exg_otsu": "ExG + Otsu (baseline)", "histogram": "colour histogram (baseline)"}
 
 SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field", "colour": "net+colour",
-         "colour_dense": "net+colour+dense", "colour_meanfield": "net+colour+MF", "exg_otsu": "ExG+Otsu",
-         "histogram": "histogram"}
+         "colour_dense": "net+colour+dense", "colour_meanfield": "net+colour+MF", "dense_gated": "net+dense gated",
+         "meanfield_gated": "net+MF gated", "colour_dense_gated": "net+colour+dense gated",
+         "colour_meanfield_gated": "net+colour+MF gated", "exg_otsu": "ExG+Otsu", "histogram": "histogram"}
 
 
 @dataclasses.dataclass
-class EvalConfig(ColourPriorFlags, CRFFlags):
+class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
     """Evaluate the few-shot segmenter on held-out class folds (class-wise mIoU, FB-IoU)."""
 
     data: Path | None = dataclasses.field(default=None, metadata={
@@ -144,8 +151,16 @@ def markdown_table(results: dict[str, Any]) -> str:
     sec = results.get("seconds_per_frame", {})
     if sec:
         note += (" Seconds per frame (network: the guide from the support plus the prediction, per episode; CRFs:"
-                 " the CRF alone; baselines: fit and predict): ")
+                 " the CRF alone; gated CRFs: the gate's check on the support plus the CRF when it runs, per"
+                 " episode; baselines: fit and predict): ")
         note += ", ".join(f"{LABELS.get(m, m)} {v:.4f}" for m, v in sec.items()) + "."
+    kept = [m for m in results["methods"] if any("crf_kept" in results["folds"][f][str(k)].get(m, {})
+                                                  for f, k in cols)]
+    for m in kept:
+        cells = [f"{100 * results['folds'][f][str(k)][m]['crf_kept']:.0f}%" if "crf_kept" in results["folds"][f][
+            str(k)].get(m, {}) else "-" for f, k in cols]
+        note += (f" {LABELS.get(m, m)}: the gate kept the CRF for {', '.join(cells)} of the episodes "
+                 f"({', '.join(f'fold {f} {k}-shot' for f, k in cols)}).")
     return "\n".join(lines) + "\n" + note + "\n" + _absent_table(results, cols)
 
 
@@ -199,7 +214,10 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     crfs = _crfs(cfg)
     weight = cfg.check_colour_prior()
     colour = weight > 0
-    methods = ["none", *(["colour"] if colour else []), *crfs, *(f"colour_{c}" for c in crfs if colour),
+    pipeline = "colour_" if colour else ""  # the predictors' pipeline, whose CRF the gate decides on
+    uncrf = "colour" if colour else "none"  # that pipeline without a CRF
+    gated = [f"{pipeline}{c}_gated" for c in crfs] if cfg.crf_gate else []
+    methods = ["none", *(["colour"] if colour else []), *crfs, *(f"colour_{c}" for c in crfs if colour), *gated,
                *(BASELINES if cfg.baselines else ())]
     crf_n = cfg.crf_episodes or cfg.episodes
     if crfs and crf_n < cfg.episodes:  # the network alone on the CRF's episodes: the CRF's gain is against it
@@ -221,6 +239,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"folds": {}}
     seconds = dict.fromkeys(methods, 0.0)
     frames = dict.fromkeys(methods, 0)
+    last_seconds: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     bar = None
     if cfg.progress:
@@ -234,7 +253,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
         """fn(*args), its seconds counted for ``method`` (and one frame if ``count``)."""
         t = time.perf_counter()
         out = fn(*args)
-        seconds[method] += time.perf_counter() - t
+        last_seconds[method] = time.perf_counter() - t
+        seconds[method] += last_seconds[method]
         frames[method] += int(count)
         return out
 
@@ -244,8 +264,9 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     hist_key = "histogram" if cfg.baselines else "colour"  # the histogram's time counts for both that use it
 
     def predict(q: np.ndarray, fg: np.ndarray, hist: ColourHistogram | None, with_crf: bool,
-                run: Any) -> dict[str, np.ndarray]:
-        """Every method's (H,W) bool mask of query ``q`` from the network's ``fg`` and the support's ``hist``."""
+                run: Any, crf_on: dict[str, bool]) -> dict[str, np.ndarray]:
+        """Every method's (H,W) bool mask of query ``q`` from the network's ``fg``, the support's ``hist`` and the
+        gate's decision per CRF (``crf_on``)."""
         preds = {"none": fg >= 0.5}
         cp = run(hist_key, hist.prob, q) if hist is not None else None
         fused = None
@@ -260,6 +281,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                 preds[crf] = run(crf, refine, crf, fg, q)
                 if fused is not None:
                     preds[f"colour_{crf}"] = run(f"colour_{crf}", refine, crf, fused, q)
+                if gated:
+                    preds[f"{pipeline}{crf}_gated"] = preds[f"{pipeline}{crf}" if crf_on[crf] else uncrf]
         if cfg.baselines:
             preds["exg_otsu"] = run("exg_otsu", exg_otsu, q)
             preds["histogram"] = cp >= 0.5
@@ -272,6 +295,26 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     def fit_hist(ep: Any) -> ColourHistogram:
         return ColourHistogram().fit(ep.support_images, ep.support_masks)
 
+    def gate(ep: Any, hist: ColourHistogram | None) -> dict[str, bool]:
+        """Per CRF: whether it keeps the support's own IoU (``models.crf_gate``), the predictors' check; its time
+        (the pipeline on the K support images, shared, plus that CRF on them) counts for the gated row."""
+        t = time.perf_counter()
+        fused = {}
+        for img in ep.support_images:
+            fg = seg.predict(img)[0]
+            fused[id(img)] = np.clip(blend(fg, hist.prob(img), weight), 0, 1) if colour and hist else fg
+        shared = (time.perf_counter() - t) / len(crfs)
+        shots = [(img, m != 0) for img, m in zip(ep.support_images, ep.support_masks, strict=True)]
+        out = {}
+        for crf in crfs:
+            t = time.perf_counter()
+            without, with_crf = support_crf_gain(shots, lambda img: fused[id(img)], lambda f, img, c=crf: refine(
+                c, f, img).astype(np.float32))
+            out[crf] = with_crf >= without
+            seconds[f"{pipeline}{crf}_gated"] += shared + time.perf_counter() - t
+            frames[f"{pipeline}{crf}_gated"] += 1
+        return out
+
     try:
         for fold in folds:
             results["folds"][str(fold)] = {}
@@ -279,18 +322,24 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                 sampler = EpisodeSampler(ds, [fold], shots=k, min_pixels=cfg.min_pixels, seed=cfg.seed + fold)
                 mets = {m: SegmentationMetrics() for m in methods}
                 absent = {m: AbsentMetrics() for m in methods}
+                kept = dict.fromkeys(gated, 0)  # episodes whose support check kept the CRF
                 for i in range(cfg.episodes):
                     ep = sampler.episode(i)
                     q, truth = ep.query_image, ep.query_mask.astype(bool)
                     fg = timed("none", net, ep)
                     hist = timed(hist_key, fit_hist, ep, count=False) if colour or cfg.baselines else None
-                    preds = predict(q, fg, hist, i < crf_n, timed)
+                    crf_on = gate(ep, hist) if gated and i < crf_n else {}
+                    preds = predict(q, fg, hist, i < crf_n, timed, crf_on)
+                    for c, on in crf_on.items():  # the gated row's time: its check plus the CRF when it runs
+                        kept[f"{pipeline}{c}_gated"] += on
+                        if on:
+                            seconds[f"{pipeline}{c}_gated"] += last_seconds[f"{pipeline}{c}"]
                     for m, p in preds.items():
                         mets[m].update(p, truth, ep.class_id)
                     j = sampler.absent_frame(i, ep.class_id) if cfg.absent else None
                     if j is not None:  # the same support, a frame without its class: what gets marked
                         qa = ds.image(j)
-                        for m, p in predict(qa, seg.predict(qa)[0], hist, i < crf_n, untimed).items():
+                        for m, p in predict(qa, seg.predict(qa)[0], hist, i < crf_n, untimed, crf_on).items():
                             absent[m].update(p, ep.class_id)
                     if len(rows) < cfg.examples and fold == folds[0] and k == shots[0] and len(preds) == len(methods):
                         shown = [m for m in methods if not m.endswith("_subset")]
@@ -302,6 +351,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                         bar.update(1)
                 results["folds"][str(fold)][str(k)] = {m: {**mets[m].summary(), **absent[m].summary(mets[m])}
                                                        for m in methods if mets[m].episodes}
+                for m, n in kept.items():  # the share of episodes (supports) for which the gate kept the CRF
+                    results["folds"][str(fold)][str(k)][m]["crf_kept"] = n / min(crf_n, cfg.episodes)
     finally:
         if bar is not None:
             bar.close()

@@ -36,7 +36,7 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
     assert list(res["folds"]) == ["1"]  # the weights' held-out fold by default
     assert res["shots"] == [1, 2]
     assert res["methods"] == ["none", "colour", "dense", "meanfield", "colour_dense", "colour_meanfield",
-                              "exg_otsu", "histogram"]
+                              "colour_dense_gated", "colour_meanfield_gated", "exg_otsu", "histogram"]
     for k in ("1", "2"):
         for m in res["methods"]:
             r = res["folds"]["1"][k][m]
@@ -45,10 +45,11 @@ def test_eval_writes_results_table_and_examples(setup, tmp_path, capsys):
             assert list(r["class_iou"]) == ["2"]  # fold 1 = species 2
             assert r["absent_frames"] == 4 and 0 <= r["absent_marked"] <= 1 and 0 <= r["absent_alarm"] <= 1
             assert 0 <= r["feed_miou"] <= r["miou"]  # absent frames can only add false positives
+            assert (0 <= r["crf_kept"] <= 1) if m.endswith("_gated") else "crf_kept" not in r
     assert set(res["seconds_per_frame"]) == set(res["methods"])
     table = (out / "results.md").read_text()
     assert "ExG + Otsu" in table and "fold 1 1-shot mIoU / FB-IoU" in table and "colour prior + dense" in table
-    assert "Frames WITHOUT the class" in table
+    assert "Frames WITHOUT the class" in table and "mean-field CRF, gated: the gate kept the CRF for" in table
     assert (out / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.json" in capsys.readouterr().out
 
@@ -63,11 +64,11 @@ def test_baselines_see_the_same_episodes_whatever_the_crfs(setup, tmp_path):
     b_res = json.loads((tmp_path / "b" / "results.json").read_text())
     b = b_res["folds"]["1"]["1"]
     assert set(a) == {"none", "colour", "exg_otsu", "histogram"}
-    assert set(b) == {"none", "colour", "none_subset", "colour_subset", "meanfield", "colour_meanfield", "exg_otsu",
-                      "histogram"}
+    assert set(b) == {"none", "colour", "none_subset", "colour_subset", "meanfield", "colour_meanfield",
+                      "colour_meanfield_gated", "exg_otsu", "histogram"}
     for m in ("none", "colour", "exg_otsu", "histogram"):
         assert a[m]["miou"] == pytest.approx(b[m]["miou"])
-    for m in ("meanfield", "none_subset", "colour_meanfield", "colour_subset"):
+    for m in ("meanfield", "none_subset", "colour_meanfield", "colour_subset", "colour_meanfield_gated"):
         assert b[m]["episodes"] == 2
     assert "first 2" in (tmp_path / "b" / "results.md").read_text()
 
@@ -120,6 +121,33 @@ def test_absent_frames_are_scored_on_frames_without_the_class(setup, tmp_path):
     assert "absent_marked" not in r
 
 
+@pytest.mark.parametrize("gain,kept", [((0.2, 0.5), 1.0), ((0.5, 0.2), 0.0)])
+def test_gated_rows_follow_the_support_check(setup, tmp_path, monkeypatch, gain, kept):
+    """A gated row is the CRF row where the support check keeps the CRF and the row without CRF where it does not,
+    on the present and the absent frames; --no-crf-gate drops the gated rows."""
+    data, weights = setup
+    common = ["--data", str(data), "--weights", str(weights), "--episodes", "4", "--shots", "2", "--imgsz", "48",
+              "--examples", "0", "--no-progress", "--fold", "1", "--crf", "meanfield", "--no-baselines"]
+    calls = []
+
+    def check(shots, fused, refine, threshold=0.5):
+        calls.append(len(shots))
+        fused(shots[0][0])  # the real callables work on a support image
+        return gain
+
+    monkeypatch.setattr(ve, "support_crf_gain", check)
+    assert ve.cli([*common, "--out", str(tmp_path / "g")]) == 0
+    r = json.loads((tmp_path / "g" / "results.json").read_text())["folds"]["1"]["2"]
+    assert calls == [2] * 4  # once per episode, on its 2 support shots
+    same = r["colour_meanfield" if kept else "colour"]
+    g = r["colour_meanfield_gated"]
+    assert g["crf_kept"] == kept
+    for key in ("miou", "fb_iou", "absent_marked", "feed_miou"):
+        assert g[key] == pytest.approx(same[key])
+    assert ve.cli([*common, "--out", str(tmp_path / "n"), "--no-crf-gate"]) == 0
+    assert "colour_meanfield_gated" not in json.loads((tmp_path / "n" / "results.json").read_text())["methods"]
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--colour-prior", "1.5"], "--colour-prior must be in [0, 1]"),
     (["--episodes", "0"], "--episodes"),
@@ -155,6 +183,7 @@ def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, ca
     assert ve.cli([*common, "--weights", str(weights), "--out", str(tmp_path / "f1")]) == 0
     assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2")]) == 0
     assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2b"), "--colour-prior", "0"]) == 0
+    assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2c"), "--no-crf-gate"]) == 0
     capsys.readouterr()
     assert ve.cli(["--merge", str(tmp_path / "f2"), "--merge", str(tmp_path / "f1"), "--out", str(tmp_path / "m")]) == 0
     res = json.loads((tmp_path / "m" / "results.json").read_text())
@@ -169,6 +198,7 @@ def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, ca
     assert "mean 1-shot mIoU" in table and f"| {100 * mean:.1f} |" in table.splitlines()[2]
     for argv, needle in [([str(tmp_path / "f1"), str(tmp_path / "f2b")], "methods"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f1")], "fold 1 is in two"),
+                         ([str(tmp_path / "f1"), str(tmp_path / "f2c")], "--crf-gate False"),
                          ([str(tmp_path / "f1"), str(tmp_path / "nothing")], "cannot read"),
                          ([str(tmp_path / "f2"), str(tmp_path / "leak")], "a training fold of its weights"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f2"), "--episodes", "5"], "takes only --out")]:
