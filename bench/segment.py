@@ -5,7 +5,8 @@
 1. Per-frame latency of ``FewShotSegmenter.predict`` at 256x256 (no CRF, the default colour prior) with the
    guide reused (computed once by ``set_support``) versus recomputed for every frame (``set_support`` +
    ``predict``), 1 and 5 shots; and the guide reused without the colour prior (``colour_prior=0``).
-   Target: <= 30 ms per frame with the guide reused.
+   Target: <= 30 ms per frame with the guide reused. Also the CRF gate's one-off check per support set
+   (``models.crf_gate``: the pipeline with and without the mean-field CRF on each support image).
 2. Dense CRF (pydensecrf) versus mean-field CRF (``models.crf``) seconds per frame at 500x375 on a real photo
    (pydensecrf's ``im1.png`` resized, unaries from its ``anno1.png`` as in pydensecrf's example), the
    mean-field CRF with 1 torch thread and with ``--threads``; pydensecrf is single-threaded. Target: mean-field
@@ -96,6 +97,18 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
         print(f"{k:>5} {1000 * reused:13.1f} {1000 * recomputed:11.1f} {recomputed / reused:6.2f} {1000 * net:22.1f}")
         if k == 1:
             print(f"      target <= 30 ms per frame with the guide reused: {'met' if reused <= 0.030 else 'NOT met'}")
+    gated = FewShotSegmenter(model, crf="meanfield", imgsz=256)
+    checks = []
+    for k in (1, 5):
+        gated.set_support([img] * k, [mask] * k)
+
+        def check() -> None:
+            gated.gate.last = None  # forget the cached decision: run the check again
+            _ = gated.crf_on
+
+        check()
+        checks.append(f"{k} shot{'s' * (k > 1)} {1000 * _min_time(check, rounds):.1f} ms")
+    print(f"      CRF gate's check, once per support set (mean-field, 256x256 shots): {', '.join(checks)}")
 
 
 def _example_unaries(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +179,10 @@ def bench_gain(weights: Path, data: Path, episodes: int) -> None:
         for first, pre, label in (("none", "", "network alone"),
                                   ("colour", "colour_", f"network + colour prior {cfg.colour_prior}")):
             base = r[first]["miou"]
-            for m, name in ((first, label), (pre + "dense", "+ dense CRF"), (pre + "meanfield", "+ mean-field CRF")):
+            rows = [(first, label), (pre + "dense", "+ dense CRF"), (pre + "meanfield", "+ mean-field CRF")]
+            rows += [(m, f"+ {c} CRF, gated") for m, c in ((pre + "dense_gated", "dense"),
+                                                           (pre + "meanfield_gated", "mean-field")) if m in r]
+            for m, name in rows:
                 print(f"{name:>38} {100 * r[m]['miou']:6.2f} {100 * (r[m]['miou'] - base):+6.2f} "
                       f"{100 * r[m]['fb_iou']:7.2f} {sec[m]:8.4f}")
             gd, gm = r[pre + "dense"]["miou"] - base, r[pre + "meanfield"]["miou"] - base
