@@ -42,6 +42,9 @@ class OnnxSegmenter:
         self.colour_prior = w
         self._colour = ColourHistogram()
         self.rt = runtime if isinstance(runtime, Runtime) else Runtime(runtime, **runtime_kwargs)
+        if crf == "meanfield" and not self.rt.has("crf"):
+            raise BundleError(f"the bundle {str(self.rt.folder)!r} has no crf model (exported with --no-crf); use "
+                              "--crf none or re-export it without --no-crf")
         pre = self.rt.entry("segment").get("preprocess", {}) if self.rt.has("segment") else {}
         self.imgsz = int(imgsz or pre.get("size", 256))
         self.crf, self.threshold = crf, float(threshold)

@@ -45,8 +45,9 @@ class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
     source: str | None = dataclasses.field(default=None, metadata={
         "help": "webcam index, video, image, folder, glob, rtsp/http URL, or 'sim' (required)"})
     out: Path | None = dataclasses.field(default=None, metadata={"help": "output folder (default runs/segment/<N>)"})
-    crf: Literal["none", "dense", "meanfield"] = dataclasses.field(default="none", metadata={
-        "help": "refinement: none, dense (pydensecrf) or meanfield (exportable torch CRF)"})
+    crf: Literal["none", "dense", "meanfield"] = dataclasses.field(default="meanfield", metadata={
+        "help": "refinement: meanfield (exportable torch CRF), dense (pydensecrf) or none; behind the CRF gate "
+                "(--crf-gate)"})
     weights: Path | None = dataclasses.field(default=None, metadata={
         "help": f"segmenter weights (default: the shipped {DEFAULT_WEIGHTS.name})"})
     imgsz: int = dataclasses.field(default=256, metadata={"help": "network input side in pixels"})

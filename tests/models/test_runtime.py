@@ -135,6 +135,22 @@ def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not an ONNX bundle" in capsys.readouterr().err
 
 
+def test_segment_onnx_backend_without_crf_model(bundle: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle exported with --no-crf: the default --crf meanfield exits 2 saying so; --crf none runs."""
+    b = _copy(bundle, tmp_path)
+    (b / "crf.onnx").unlink()
+    man = json.loads((b / "manifest.json").read_text())
+    del man["models"]["crf"]
+    (b / "manifest.json").write_text(json.dumps(man))
+    common = ["segment", "--support", write_support(tmp_path), "--source", "sim", "--imgsz", str(IMGSZ),
+              "--max-frames", "1", "--backend", "onnx", "--bundle", str(b)]
+    assert microfarm_main([*common, "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "has no crf model" in err and "--crf none" in err and len(err.strip().splitlines()) == 1
+    assert microfarm_main([*common, "--crf", "none", "--out", str(tmp_path / "o2")]) == 0
+
+
 SEGMENT_NO_TORCH = """
 import sys
 sys.modules["torch"] = None
