@@ -69,7 +69,7 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
     query = _rgb(EXAMPLES / "im2.png", (256, 256))
     seg = FewShotSegmenter(model, crf="none", imgsz=256)
     alone = FewShotSegmenter(model, crf="none", imgsz=256, colour_prior=0.0)
-    print(f"\n1) predict at 256x256, no CRF, colour prior {seg.colour_prior} (the default), torch "
+    print(f"\n1) predict at 256x256 without the CRF, colour prior {seg.colour_prior} (the default), torch "
           f"threads={torch.get_num_threads()} (ms per frame, best of {rounds} rounds of {frames} frames)")
     print(f"{'shots':>5} {'guide reused':>13} {'recomputed':>11} {'ratio':>6} {'reused, network alone':>22}")
     for k in (1, 5):

@@ -45,29 +45,37 @@ def support_crf_gain(shots: list[tuple[np.ndarray, np.ndarray]], fused: Fused, r
 class CRFGate:
     """Keeps the support shots and decides, once per support set, whether the CRF runs.
 
-    ``reset()`` / ``add(rgb, mask)`` follow the predictor's support; ``use_crf(fused, refine)`` computes the
-    check on the first call after a change and returns the cached answer afterwards. ``enabled=False``: always
-    run the CRF. ``last`` holds the check's ``(iou_without, iou_with)`` (None before one ran).
+    ``reset()`` / ``add(rgb, mask)`` follow the predictor's support; ``use_crf(fused, refine, threshold)``
+    computes the check on the first call after a change (or with another threshold) and returns the cached
+    answer afterwards. ``enabled=False``: always run the CRF (no shots kept). ``last`` holds the check's
+    ``(iou_without, iou_with)`` (None before one ran).
     """
 
-    def __init__(self, enabled: bool = True, threshold: float = 0.5) -> None:
-        self.enabled, self.threshold = bool(enabled), float(threshold)
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = bool(enabled)
         self.reset()
 
     def reset(self) -> None:
         self.shots: list[tuple[np.ndarray, np.ndarray]] = []
         self.last: tuple[float, float] | None = None
+        self._threshold: float | None = None
 
     def add(self, rgb: np.ndarray, mask: np.ndarray) -> None:
         """One support shot: (H,W,3) uint8 RGB and its (H,W) mask, non-zero = foreground."""
-        self.shots.append((np.array(rgb, np.uint8), np.asarray(mask) != 0))  # a copy: callers reuse frame buffers
         self.last = None
+        if not self.enabled:
+            return
+        self.shots.append((np.array(rgb, np.uint8), np.asarray(mask) != 0))  # a copy: callers reuse frame buffers
 
-    def use_crf(self, fused: Fused, refine: Refine) -> bool:
+    def use_crf(self, fused: Fused, refine: Refine, threshold: float = 0.5) -> bool:
+        """Whether the CRF runs for the current support; RuntimeError before any shot."""
         if not self.enabled:
             return True
-        if self.last is None:
-            self.last = support_crf_gain(self.shots, fused, refine, self.threshold)
+        if not self.shots:
+            raise RuntimeError("no support shots yet: call set_support/add_support first")
+        if self.last is None or self._threshold != threshold:
+            self.last = support_crf_gain(self.shots, fused, refine, threshold)
+            self._threshold = threshold
         return self.last[1] >= self.last[0]
 
     def report(self) -> dict[str, object]:

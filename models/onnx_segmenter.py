@@ -50,7 +50,7 @@ class OnnxSegmenter:
         self.crf, self.threshold = crf, float(threshold)
         self._sum: np.ndarray | None = None
         self._count = 0
-        self.gate = CRFGate(crf_gate, self.threshold)
+        self.gate = CRFGate(crf_gate)
 
     @property
     def shots(self) -> int:
@@ -121,7 +121,7 @@ class OnnxSegmenter:
     @property
     def crf_on(self) -> bool:
         """Whether ``predict`` runs the CRF for the current support (runs the gate's check if not yet done)."""
-        return self.crf != "none" and self.gate.use_crf(self.fused, self.refine)
+        return self.crf != "none" and self.gate.use_crf(self.fused, self.refine, self.threshold)
 
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb = to_rgb8(frame, BundleError)

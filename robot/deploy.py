@@ -172,7 +172,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     finally:
         robot.disconnect()
         _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals,
-                 seg.gate.report() if seg is not None else None)
+                 seg.gate.report() if seg is not None and cfg.crf != "none" else None)
     return out
 
 

@@ -25,6 +25,7 @@ from microfarm import (
     atomic_path,
     atomic_write_json,
     atomic_write_png,
+    given_fields,
     next_run_dir,
     parse_config,
 )
@@ -118,25 +119,33 @@ def _check_bundle_crf(bundle: Path, wanted: dict[str, Any]) -> None:
                          f"re-export it with `microfarm export {flag} {wanted[k]}` or drop the flag")
 
 
-def make_predictor(cfg: SegmentConfig) -> Any:
+def make_predictor(cfg: SegmentConfig, given: set[str] | None = None) -> Any:
     """The ``FewShotSegmenter`` (torch) or ``OnnxSegmenter`` (``--backend onnx``) for ``cfg``; UsageError if the
-    weights or the bundle are missing or wrong."""
+    weights or the bundle are missing or wrong. ``given``: the config fields set on the command line (None: all);
+    with ``--backend onnx`` only those ``--crf-*`` values are checked against the bundle's, and a bundle without
+    ``crf.onnx`` runs without the CRF (a warning) unless ``--crf meanfield`` was asked for."""
     if cfg.backend == "onnx":
         from models.onnx_segmenter import OnnxSegmenter
-        from models.runtime import BundleError
+        from models.runtime import BundleError, Runtime
 
         if cfg.bundle is None:
             raise UsageError("--backend onnx needs --bundle DIR (a folder written by `microfarm export`)")
         if cfg.crf == "dense":
             raise UsageError("--crf dense is not in an ONNX bundle; use --crf meanfield (crf.onnx) or none")
         try:
-            seg = OnnxSegmenter(cfg.bundle, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
-                                crf_gate=cfg.crf_gate,
-                                providers=["cuda"] if cfg.device == "cuda" else None)
+            rt = Runtime(cfg.bundle, providers=["cuda"] if cfg.device == "cuda" else None)
+            if cfg.crf == "meanfield" and not rt.has("crf") and given is not None and "crf" not in given:
+                warnings.warn("the bundle has no crf.onnx (exported with --no-crf): segmenting without the CRF",
+                              stacklevel=2)
+                cfg.crf = "none"
+            seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
+                                crf_gate=cfg.crf_gate)
         except BundleError as e:
             raise UsageError(str(e)) from None
         if cfg.crf == "meanfield":
-            _check_bundle_crf(Path(cfg.bundle), cfg.crf_params().as_dict())
+            wanted = {k: v for k, v in cfg.crf_params().as_dict().items()
+                      if given is None or crf_flag(k)[2:].replace("-", "_") in given}
+            _check_bundle_crf(Path(cfg.bundle), wanted)
         return seg
     if cfg.bundle is not None:
         raise UsageError("--bundle is used with --backend onnx only; add --backend onnx")
@@ -154,14 +163,14 @@ def make_predictor(cfg: SegmentConfig) -> Any:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 
 
-def segment(cfg: SegmentConfig) -> Path:
-    """Run the segmentation described by ``cfg``; returns the output folder."""
+def segment(cfg: SegmentConfig, given: set[str] | None = None) -> Path:
+    """Run the segmentation described by ``cfg``; returns the output folder. ``given``: see ``make_predictor``."""
     if cfg.source is None:
         raise UsageError("--source is required: a webcam index, video, image, folder, glob, URL or 'sim'")
     if cfg.max_frames < 0:
         raise UsageError(f"--max-frames must be >= 0, got {cfg.max_frames}")
     images, masks = load_support(cfg.support, cfg.resize_masks)
-    predictor = make_predictor(cfg)
+    predictor = make_predictor(cfg, given)
     predictor.set_support(images, masks)
     if cfg.crf != "none" and cfg.crf_gate:  # the gate's check on the support, once, before the first frame
         on, gate = predictor.crf_on, predictor.gate.report()
@@ -220,7 +229,8 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
         if writer is not None:
             writer.release()
         files.close()
-        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, predictor.gate.report())
+        gate = predictor.gate.report() if cfg.crf != "none" else None
+        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate)
     return out
 
 
@@ -235,9 +245,9 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 
 
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
-                   seconds: float, stopped: str, gate: dict[str, Any]) -> None:
+                   seconds: float, stopped: str, gate: dict[str, Any] | None) -> None:
     """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
-    CRF gate's check (``models.crf_gate.CRFGate.report``)."""
+    CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF)."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
@@ -253,7 +263,7 @@ def cli(argv: list[str]) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.formatwarning = lambda msg, *a, **k: f"microfarm segment: warning: {msg}\n"  # type: ignore[assignment]
-        out = segment(cfg)
+        out = segment(cfg, given_fields(argv))
     summary = json.loads((out / "summary.json").read_text())
     print(f"segmented {summary['frames']} frames at {summary['fps']} fps ({summary['stopped']}) -> {out}")
     return 0

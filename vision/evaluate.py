@@ -151,8 +151,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     sec = results.get("seconds_per_frame", {})
     if sec:
         note += (" Seconds per frame (network: the guide from the support plus the prediction, per episode; CRFs:"
-                 " the CRF alone; gated CRFs: the gate's check on the support plus the CRF when it runs, per"
-                 " episode; baselines: fit and predict): ")
+                 " the CRF alone; gated CRFs: the gate's check (the network, colour prior and CRF on each support"
+                 " image) plus the CRF on the query when it runs, per episode; baselines: fit and predict): ")
         note += ", ".join(f"{LABELS.get(m, m)} {v:.4f}" for m, v in sec.items()) + "."
     kept = [m for m in results["methods"] if any("crf_kept" in results["folds"][f][str(k)].get(m, {})
                                                   for f, k in cols)]
@@ -297,13 +297,14 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
 
     def gate(ep: Any, hist: ColourHistogram | None) -> dict[str, bool]:
         """Per CRF: whether it keeps the support's own IoU (``models.crf_gate``), the predictors' check; its time
-        (the pipeline on the K support images, shared, plus that CRF on them) counts for the gated row."""
+        (the pipeline on the K support images, computed once here for both CRFs but counted in full for each, as
+        a predictor pays it, plus that CRF on them) counts for the gated row."""
         t = time.perf_counter()
         fused = {}
         for img in ep.support_images:
             fg = seg.predict(img)[0]
             fused[id(img)] = np.clip(blend(fg, hist.prob(img), weight), 0, 1) if colour and hist else fg
-        shared = (time.perf_counter() - t) / len(crfs)
+        shared = time.perf_counter() - t
         shots = [(img, m != 0) for img, m in zip(ep.support_images, ep.support_masks, strict=True)]
         out = {}
         for crf in crfs:

@@ -65,7 +65,7 @@ class FewShotSegmenter:
         self.colour_prior = float(colour_prior)
         self._guide = GuideAccumulator()
         self._colour = ColourHistogram()
-        self.gate = CRFGate(crf_gate, self.threshold)
+        self.gate = CRFGate(crf_gate)
 
     @property
     def shots(self) -> int:
@@ -132,7 +132,7 @@ class FewShotSegmenter:
     @property
     def crf_on(self) -> bool:
         """Whether ``predict`` runs the CRF for the current support (runs the gate's check if not yet done)."""
-        return self.crf != "none" and self.gate.use_crf(self.fused, self.refine)
+        return self.crf != "none" and self.gate.use_crf(self.fused, self.refine, self.threshold)
 
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """frame (H,W,3) uint8 RGB (or gray/RGBA/16-bit) -> (probs (H,W) float32 in [0,1], mask (H,W) uint8 0/255).

@@ -68,11 +68,22 @@ def test_check_runs_once_per_support_and_again_after_a_change() -> None:
     assert gate.shots == [] and gate.last is None
 
 
+def test_threshold_change_reruns_and_no_shot_is_an_error() -> None:
+    gate = CRFGate()
+    with pytest.raises(RuntimeError, match="no support shots"):
+        gate.use_crf(lambda img: img, lambda f, img: f)
+    img, mask = _shot("broad", 0)
+    gate.add(img, mask)
+    half = np.where(mask, 0.6, 0.0).astype(np.float32)  # foreground at 0.5, nothing at 0.7
+    assert gate.use_crf(lambda _: half, lambda f, _: f, 0.5) and gate.last == (1.0, 1.0)
+    assert gate.use_crf(lambda _: half, lambda f, _: f, 0.7) and gate.last == (0.0, 0.0)
+
+
 def test_disabled_gate_always_runs_the_crf_without_checking() -> None:
     gate = CRFGate(enabled=False)
     gate.add(*_shot("thin", 0))
     assert gate.use_crf(lambda img: 1 / 0, _opening) is True  # fused is never called
-    assert gate.report() == {"enabled": False}
+    assert gate.report() == {"enabled": False} and gate.shots == []  # nothing kept when disabled
 
 
 def test_shots_are_copied() -> None:

@@ -137,7 +137,8 @@ def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_segment_onnx_backend_without_crf_model(bundle: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """A bundle exported with --no-crf: the default --crf meanfield exits 2 saying so; --crf none runs."""
+    """A bundle exported with --no-crf runs without the CRF (a warning) unless --crf meanfield is asked for, which
+    exits 2 saying so."""
     b = _copy(bundle, tmp_path)
     (b / "crf.onnx").unlink()
     man = json.loads((b / "manifest.json").read_text())
@@ -145,10 +146,28 @@ def test_segment_onnx_backend_without_crf_model(bundle: Path, tmp_path: Path,
     (b / "manifest.json").write_text(json.dumps(man))
     common = ["segment", "--support", write_support(tmp_path), "--source", "sim", "--imgsz", str(IMGSZ),
               "--max-frames", "1", "--backend", "onnx", "--bundle", str(b)]
-    assert microfarm_main([*common, "--out", str(tmp_path / "o1")]) == 2
+    with pytest.warns(UserWarning, match="no crf.onnx"):
+        assert microfarm_main([*common, "--out", str(tmp_path / "o1")]) == 0
+    assert json.loads((tmp_path / "o1" / "summary.json").read_text())["crf"] == "none"
+    capsys.readouterr()
+    assert microfarm_main([*common, "--crf", "meanfield", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "has no crf model" in err and "--crf none" in err and len(err.strip().splitlines()) == 1
-    assert microfarm_main([*common, "--crf", "none", "--out", str(tmp_path / "o2")]) == 0
+    assert not (tmp_path / "o2").exists()
+
+
+def test_segment_onnx_backend_checks_only_the_crf_flags_given(bundle: Path, tmp_path: Path) -> None:
+    """A bundle whose crf.onnx has other parameters runs with the default flags; a --crf-* flag that differs
+    from the bundle's exits 2."""
+    b = _copy(bundle, tmp_path)
+    man = json.loads((b / "manifest.json").read_text())
+    man["models"]["crf"]["config"]["iterations"] = 9  # as if exported with --crf-iterations 9
+    (b / "manifest.json").write_text(json.dumps(man))
+    common = ["segment", "--support", write_support(tmp_path), "--source", "sim", "--imgsz", str(IMGSZ),
+              "--max-frames", "1", "--backend", "onnx", "--bundle", str(b)]
+    assert microfarm_main([*common, "--out", str(tmp_path / "o1")]) == 0
+    assert microfarm_main([*common, "--crf-iterations", "5", "--out", str(tmp_path / "o2")]) == 2
+    assert microfarm_main([*common, "--crf-iterations", "9", "--out", str(tmp_path / "o3")]) == 0
 
 
 SEGMENT_NO_TORCH = """

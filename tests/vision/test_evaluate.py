@@ -70,6 +70,7 @@ def test_baselines_see_the_same_episodes_whatever_the_crfs(setup, tmp_path):
         assert a[m]["miou"] == pytest.approx(b[m]["miou"])
     for m in ("meanfield", "none_subset", "colour_meanfield", "colour_subset", "colour_meanfield_gated"):
         assert b[m]["episodes"] == 2
+    assert b["colour_meanfield_gated"]["crf_kept"] in (0.0, 0.5, 1.0)  # a share of the 2 CRF episodes
     assert "first 2" in (tmp_path / "b" / "results.md").read_text()
 
 

@@ -151,13 +151,25 @@ def test_crf_gate_skips_a_crf_that_hurts_the_support(net, crf):
 
 
 def test_crf_gate_decision_same_for_set_and_add_support(net):
+    """The check after add_support covers every shot, as after set_support (a stand-in network whose IoU differs
+    per shot makes a stale one-shot answer visible)."""
     pairs = [_pair(seed=s) for s in range(3)]
-    a = FewShotSegmenter(net, crf="meanfield", imgsz=64)
+    pairs[1][1][:] = 0
+    pairs[1][1][:10, :10] = 255  # shots 1 and 2 have other masks than shot 0
+    pairs[2][1][:] = 255
+
+    def stand_in(seg: FewShotSegmenter) -> FewShotSegmenter:
+        seg.fused = lambda rgb: (pairs[0][1] > 0).astype(np.float32)  # type: ignore[method-assign]
+        seg.refine = lambda fg, rgb: np.zeros_like(fg) if seg.shots > 1 else fg  # type: ignore[method-assign]
+        return seg
+
+    a = stand_in(FewShotSegmenter(net, crf="meanfield", imgsz=64))
     a.set_support([p[0] for p in pairs], [p[1] for p in pairs])
-    b = FewShotSegmenter(net, crf="meanfield", imgsz=64)
+    b = stand_in(FewShotSegmenter(net, crf="meanfield", imgsz=64))
     b.set_support([pairs[0][0]], [pairs[0][1]])
-    b.crf_on  # noqa: B018 - a check on one shot, to be redone when shots are added
+    assert b.crf_on and b.gate.last == (1.0, 1.0)  # one shot: the stand-in matches it exactly
     for p in pairs[1:]:
         b.add_support(*p)
-    assert a.crf_on == b.crf_on
-    assert a.gate.report() == pytest.approx(b.gate.report())
+    assert not a.crf_on and not b.crf_on
+    assert a.gate.report() == b.gate.report()
+    assert b.gate.last is not None and b.gate.last[0] < 1.0  # all three shots were scored

@@ -81,6 +81,29 @@ def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, suppor
                  "--max-frames", "1", "--crf", "meanfield", "--no-crf-gate", "--out", str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["crf_gate"] == {"enabled": False}
     assert "CRF check" not in capsys.readouterr().out
+
+
+
+def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, support: str,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRF that erases everything on the support is turned off, said before the first frame, and masks are
+    the network's; --crf none records no gate."""
+    from vision.predictor import FewShotSegmenter
+
+    monkeypatch.setattr(FewShotSegmenter, "fused", lambda self, rgb: np.full(rgb.shape[:2], 0.9, np.float32))
+    monkeypatch.setattr(FewShotSegmenter, "refine", lambda self, fg, rgb: np.zeros_like(fg))
+    out = tmp_path / "out"
+    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
+                 "--max-frames", "2", "--out", str(out)]) == 0  # the default: --crf meanfield, gated
+    assert "-> CRF off (it would erase part of the examples" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["crf"] == "meanfield" and summary["crf_gate"]["crf_on"] is False
+    assert summary["crf_gate"]["support_iou_with_crf"] == 0.0
+    assert (cv2.imread(str(out / "masks" / "frame_000000.png"), 0) == 255).all()  # 0.9 everywhere, no CRF
+    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
+                 "--max-frames", "1", "--crf", "none", "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["crf_gate"] is None
     assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 
