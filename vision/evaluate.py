@@ -85,6 +85,9 @@ class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
     device: str = dataclasses.field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+    crf_gate: bool = dataclasses.field(default=True, metadata={
+        "help": "also score the predictors' pipeline with each CRF behind the CRF gate (rows *_gated: the CRF kept "
+                "for an episode only if it does not lower the IoU on its support images)"})
     merge: list[Path] = dataclasses.field(default_factory=list, metadata={
         "help": "instead of evaluating: join the results of these eval-segmenter runs (repeatable; one per "
                 "held-out fold, each with its own weights) into one table with the mean over folds"})
