@@ -1,10 +1,10 @@
-"""Image conversion shared by the torch and ONNX paths (numpy only: safe on the torch-free runtime path)."""
+"""Image and mask conversion shared by the torch and ONNX paths (numpy only: safe on the torch-free runtime path)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["to_rgb8"]
+__all__ = ["to_rgb8", "to_mask", "support_shot"]
 
 
 def to_rgb8(image: np.ndarray, error: type[Exception] = ValueError) -> np.ndarray:
@@ -28,3 +28,25 @@ def to_rgb8(image: np.ndarray, error: type[Exception] = ValueError) -> np.ndarra
     if np.issubdtype(a.dtype, np.floating):
         return (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     raise error(f"unsupported image dtype {a.dtype}; use uint8, uint16 or float in [0, 1]")
+
+
+def to_mask(mask: np.ndarray, error: type[Exception] = ValueError) -> np.ndarray:
+    """Any mask image (gray or colour, any dtype) -> (H,W) bool, True where any channel is non-zero."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = (m[..., :3] != 0).any(axis=2) if m.shape[2] in (3, 4) else (m != 0).any(axis=2)
+    if m.ndim != 2:
+        raise error(f"expected a mask (H,W) or (H,W,C), got shape {np.asarray(mask).shape}")
+    return m != 0
+
+
+def support_shot(image: np.ndarray, mask: np.ndarray, error: type[Exception] = ValueError
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One support shot for a few-shot segmenter: (image (H,W,3) uint8 RGB, mask (H,W) bool), or ``error`` for
+    a non-image, a mask of another size than its image, or an empty mask."""
+    rgb, m = to_rgb8(image, error), to_mask(mask, error)
+    if m.shape != rgb.shape[:2]:
+        raise error(f"mask size {m.shape[1]}x{m.shape[0]} differs from its image's {rgb.shape[1]}x{rgb.shape[0]}")
+    if not m.any():
+        raise error("the mask is empty: mark the thing to segment with non-zero pixels")
+    return rgb, m

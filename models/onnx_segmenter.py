@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.imageio import to_rgb8
+from models.imageio import support_shot, to_rgb8
 from models.runtime import BundleError, Runtime, softmax_fg
 
 __all__ = ["OnnxSegmenter"]
@@ -77,14 +77,7 @@ class OnnxSegmenter:
     def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
         import cv2
 
-        rgb = to_rgb8(image, BundleError)
-        m = np.asarray(mask)
-        m = (m[..., :3] != 0).any(axis=2) if m.ndim == 3 else m != 0
-        if m.shape != rgb.shape[:2]:
-            raise BundleError(f"mask size {m.shape[1]}x{m.shape[0]} differs from its image's "
-                              f"{rgb.shape[1]}x{rgb.shape[0]}")
-        if not m.any():
-            raise BundleError("the mask is empty: mark the thing to segment with non-zero pixels")
+        rgb, m = support_shot(image, mask, BundleError)
         s = self.imgsz
         mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)[None, None]
         g = self.rt.guide(self._input(rgb), mt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from microfarm import UsageError
+from models.imageio import to_mask as _to_mask
 from models.imageio import to_rgb8 as _to_rgb8
 
 __all__ = ["SupportError", "to_rgb8", "to_mask"]
@@ -23,10 +24,6 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def to_mask(mask: np.ndarray) -> np.ndarray:
-    """Any mask image (gray or colour, any dtype) -> (H,W) bool, True where any channel is non-zero."""
-    m = np.asarray(mask)
-    if m.ndim == 3:
-        m = (m[..., :3] != 0).any(axis=2) if m.shape[2] in (3, 4) else (m != 0).any(axis=2)
-    if m.ndim != 2:
-        raise SupportError(f"expected a mask (H,W) or (H,W,C), got shape {np.asarray(mask).shape}")
-    return m != 0
+    """Any mask image (gray or colour, any dtype) -> (H,W) bool (``models.imageio.to_mask``); SupportError for a
+    non-mask."""
+    return _to_mask(mask, SupportError)

@@ -23,6 +23,7 @@ from microfarm import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram, blend
 from models.crf_gate import CRFGate
 from models.guided_net import GuideAccumulator, GuidedNet, load_guided_net
+from models.imageio import support_shot
 from vision.densecrf import CRFParams, dense_crf
 from vision.imageio import SupportError, to_mask, to_rgb8
 
@@ -92,12 +93,7 @@ class FewShotSegmenter:
 
     def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
         """Add one shot (image (H,W,3) uint8 RGB, mask (H,W) non-zero = fg) to the guide; old shots are kept."""
-        rgb, m = to_rgb8(image), to_mask(mask)
-        if m.shape != rgb.shape[:2]:
-            raise SupportError(f"mask size {m.shape[1]}x{m.shape[0]} differs from its image's "
-                               f"{rgb.shape[1]}x{rgb.shape[0]}")
-        if not m.any():
-            raise SupportError("the mask is empty: mark the thing to segment with non-zero pixels")
+        rgb, m = support_shot(image, mask, SupportError)
         s = self.imgsz
         mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
         with torch.inference_mode():
