@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["CRFGate", "CRFGateFlags", "support_crf_gain"]
+__all__ = ["CRFGate", "CRFGateFlags", "support_crf_gain", "keeps_crf"]
 
 Fused = Callable[[np.ndarray], np.ndarray]  # (H,W,3) uint8 RGB -> (H,W) float32 P(fg) before the CRF
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (fg (H,W) float32, rgb) -> (H,W) float32 P(fg) after
@@ -40,6 +40,11 @@ def support_crf_gain(shots: list[tuple[np.ndarray, np.ndarray]], fused: Fused, r
         without.append(_iou(fg >= threshold, mask))
         with_crf.append(_iou(refine(fg, rgb) >= threshold, mask))
     return float(np.mean(without)), float(np.mean(with_crf))
+
+
+def keeps_crf(iou_without: float, iou_with: float) -> bool:
+    """The gate's rule: keep the CRF unless it lowers the support's mean IoU."""
+    return iou_with >= iou_without
 
 
 class CRFGate:
@@ -76,14 +81,14 @@ class CRFGate:
         if self.last is None or self._threshold != threshold:
             self.last = support_crf_gain(self.shots, fused, refine, threshold)
             self._threshold = threshold
-        return self.last[1] >= self.last[0]
+        return keeps_crf(*self.last)
 
     def report(self) -> dict[str, object]:
         """The check for ``summary.json``: enabled, IoUs without/with the CRF on the support, the decision."""
         if not self.enabled or self.last is None:
             return {"enabled": self.enabled}
         return {"enabled": True, "support_iou_without_crf": round(self.last[0], 4),
-                "support_iou_with_crf": round(self.last[1], 4), "crf_on": self.last[1] >= self.last[0]}
+                "support_iou_with_crf": round(self.last[1], 4), "crf_on": keeps_crf(*self.last)}
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ import numpy as np
 
 from microfarm import UsageError, atomic_write_json, atomic_write_text, given_fields, next_run_dir, parse_config
 from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
-from models.crf_gate import CRFGateFlags, support_crf_gain
+from models.crf_gate import CRFGateFlags, keeps_crf, support_crf_gain
 from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
@@ -312,9 +312,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
         out = {}
         for crf in crfs:
             t = time.perf_counter()
-            without, with_crf = support_crf_gain(shots, lambda img: fused[id(img)], lambda f, img, c=crf: refine(
-                c, f, img).astype(np.float32))
-            out[crf] = with_crf >= without
+            out[crf] = keeps_crf(*support_crf_gain(shots, lambda img: fused[id(img)], lambda f, img, c=crf: refine(
+                c, f, img).astype(np.float32)))
             seconds[f"{pipeline}{crf}_gated"] += shared + time.perf_counter() - t
             frames[f"{pipeline}{crf}_gated"] += 1
         return out
