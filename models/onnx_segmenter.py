@@ -25,14 +25,16 @@ class OnnxSegmenter:
     shrinking, INTER_LINEAR otherwise); probabilities are resized back to the frame's size and blended with the
     support's colour histogram (``colour_prior`` W: (1-W) network + W colour, ``models.colour_prior``); crf
     "meanfield" runs ``crf.onnx`` at the frame's size, for supports where the gate allows (``crf_gate``,
-    ``models.crf_gate``). The guide is a running mean over the shots.
+    ``models.crf_gate``). The guide is a running mean over the shots. ``scales``: run the network at
+    ``round(imgsz * r)`` for each ratio r (a guide per side) and average its probabilities (``models.scales``).
     """
 
     def __init__(self, runtime: Runtime | str | Path, crf: str = "none", imgsz: int | None = None,
                  threshold: float = 0.5, colour_prior: float | None = None, crf_gate: bool = True,
-                 **runtime_kwargs: Any) -> None:
+                 scales: Sequence[float] = (1.0,), **runtime_kwargs: Any) -> None:
         from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram
         from models.crf_gate import CRFGate
+        from models.scales import input_sides
 
         if crf not in ("none", "meanfield"):
             raise BundleError(f"crf {crf!r} is not available from a bundle; choose none or meanfield (crf.onnx)")
@@ -47,8 +49,15 @@ class OnnxSegmenter:
                               "--crf none or re-export it without --no-crf")
         pre = self.rt.entry("segment").get("preprocess", {}) if self.rt.has("segment") else {}
         self.imgsz = int(imgsz or pre.get("size", 256))
+        self.sides = input_sides(self.imgsz, scales, BundleError)
+        shape = next((i["shape"] for i in self.rt.entry("segment")["inputs"] if i["name"] == "query"), None) \
+            if self.rt.has("segment") else None
+        if shape is not None and isinstance(shape[-1], int) and any(s != shape[-1] for s in self.sides):
+            raise BundleError(f"the bundle's segment model takes {shape[-1]}x{shape[-1]} inputs only (exported with "
+                              f"--fixed-shape); use --imgsz {shape[-1]} with one scale, or re-export without "
+                              "--fixed-shape")
         self.crf, self.threshold = crf, float(threshold)
-        self._sum: np.ndarray | None = None
+        self._sums: dict[int, np.ndarray] = {}
         self._count = 0
         self.gate = CRFGate(crf_gate)
 
@@ -56,10 +65,10 @@ class OnnxSegmenter:
     def shots(self) -> int:
         return self._count
 
-    def _input(self, rgb: np.ndarray) -> np.ndarray:
+    def _input(self, rgb: np.ndarray, s: int) -> np.ndarray:
+        """(H,W,3) uint8 RGB -> [1,3,s,s] float32 in [0,1]."""
         import cv2
 
-        s = self.imgsz
         interp = cv2.INTER_AREA if min(rgb.shape[:2]) > s else cv2.INTER_LINEAR
         x = cv2.resize(rgb, (s, s), interpolation=interp)
         return (x.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0))
@@ -68,7 +77,7 @@ class OnnxSegmenter:
         if len(images) != len(masks) or not images:
             raise BundleError(f"need as many masks as images, at least one (got {len(images)} images, "
                               f"{len(masks)} masks)")
-        self._sum, self._count = None, 0
+        self._sums, self._count = {}, 0
         self._colour.reset()
         self.gate.reset()
         for img, m in zip(images, masks, strict=True):
@@ -78,18 +87,19 @@ class OnnxSegmenter:
         import cv2
 
         rgb, m = support_shot(image, mask, BundleError)
-        s = self.imgsz
-        mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)[None, None]
-        g = self.rt.guide(self._input(rgb), mt)
-        self._sum = g if self._sum is None else self._sum + g
+        for s in self.sides:
+            mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)[None, None]
+            g = self.rt.guide(self._input(rgb, s), mt)
+            self._sums[s] = g + self._sums[s] if s in self._sums else g
         self._count += 1
         self._colour.add(rgb, m)
         self.gate.add(rgb, m)
 
-    def guide_value(self) -> np.ndarray:
-        if self._sum is None:
+    def guide_value(self, side: int | None = None) -> np.ndarray:
+        """The support's guide [1,G] float32 at input side ``side`` (default: ``imgsz``'s, the first)."""
+        if not self._count:
             raise BundleError("no support shots yet: call set_support first")
-        return (self._sum / self._count).astype(np.float32)
+        return (self._sums[side or self.sides[0]] / self._count).astype(np.float32)
 
     def fused(self, rgb: np.ndarray) -> np.ndarray:
         """(H,W,3) uint8 RGB -> (H,W) float32 foreground probability before the CRF (network + colour prior)."""
@@ -98,8 +108,11 @@ class OnnxSegmenter:
         from models.colour_prior import blend
 
         h, w = rgb.shape[:2]
-        p = softmax_fg(self.rt.segment(self._input(rgb), self.guide_value()))
-        fg = cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
+        fg = np.zeros((h, w), np.float32)
+        for s in self.sides:
+            p = softmax_fg(self.rt.segment(self._input(rgb, s), self.guide_value(s)))
+            fg += cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
+        fg /= np.float32(len(self.sides))
         if self.colour_prior > 0:
             fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
         return np.clip(fg, 0.0, 1.0)

@@ -28,6 +28,7 @@ import numpy as np
 from microfarm import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
 from models.colour_prior import ColourPriorFlags
 from models.crf_gate import CRFGateFlags
+from models.scales import ScaleFlags
 
 __all__ = ["DeployConfig", "deploy", "cli", "percentiles"]
 
@@ -37,7 +38,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass
-class DeployConfig(ColourPriorFlags, CRFGateFlags):
+class DeployConfig(ColourPriorFlags, CRFGateFlags, ScaleFlags):
     """Run an ONNX bundle on a robot (segmentation and/or reaching goals) without PyTorch."""
 
     bundle: Path | None = _f(None, "bundle folder written by `microfarm export` (required)")
@@ -136,7 +137,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         seg = None
         if seg_on:
             seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior(),
-                                crf_gate=cfg.crf_gate)
+                                crf_gate=cfg.crf_gate, scales=cfg.scale_list())
             seg.set_support(*_support(cfg.support))
             _ = seg.crf_on  # the CRF gate's check on the support, once, before the first step's timing
         goals = None
@@ -236,6 +237,7 @@ def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], 
                "fps": round(len(rows) / seconds, 2) if seconds > 0 and rows else None,
                "compute_fps": round(1e3 * len(rows) / sum(compute), 2) if rows and sum(compute) > 0 else None,
                "latency_ms": lat, "reach_error": reach, "crf_gate": gate,
+               "scales": cfg.scale_list() if cfg.task != "reach" else None,
                "foreground_fraction_mean": round(float(np.mean([r["foreground_fraction"] for r in rows])), 5)
                if rows and "foreground_fraction" in rows[0] else None, "stopped": stopped}
     atomic_write_json(out / "summary.json", summary)

@@ -32,13 +32,14 @@ from microfarm import (
 from models.colour_prior import ColourPriorFlags
 from models.crf_gate import CRFGateFlags
 from models.crf_params import CRFFlags, crf_flag
+from models.scales import ScaleFlags
 from vision.sources import Source, open_source, read_image
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
 
 
 @dataclasses.dataclass
-class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
+class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -139,7 +140,7 @@ def make_predictor(cfg: SegmentConfig, given: set[str] | None = None) -> Any:
                               stacklevel=2)
                 cfg.crf = "none"
             seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
-                                crf_gate=cfg.crf_gate)
+                                crf_gate=cfg.crf_gate, scales=cfg.scale_list())
         except BundleError as e:
             raise UsageError(str(e)) from None
         if cfg.crf == "meanfield":
@@ -158,7 +159,8 @@ def make_predictor(cfg: SegmentConfig, given: set[str] | None = None) -> Any:
                          "`microfarm train-segmenter` (see README)")
     try:
         return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params(),
-                                colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate)
+                                colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate,
+                                scales=cfg.scale_list())
     except WeightsError as e:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 
@@ -250,6 +252,7 @@ def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], p
     CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF)."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
+               "scales": cfg.scale_list(),
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,

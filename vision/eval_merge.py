@@ -21,12 +21,14 @@ from models.crf_params import CRFFlags
 
 __all__ = ["merge_results", "SAME_CONFIG"]
 
-SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "colour_prior", "min_pixels", "crf_episodes", "absent", "crf_gate",
-               *(f.name for f in dataclasses.fields(CRFFlags)))
+SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "scales", "colour_prior", "min_pixels", "crf_episodes", "absent",
+               "crf_gate", *(f.name for f in dataclasses.fields(CRFFlags)))
 
 
 def _setting(res: dict[str, Any], key: str) -> Any:
     v = res["config"].get(key)
+    if key == "scales":  # runs from before --scales, and the empty default, mean the network at --imgsz alone
+        return [float(r) for r in v or [1.0]]
     return str(Path(v).resolve()) if key == "data" and v is not None else v
 
 

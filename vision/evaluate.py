@@ -28,6 +28,7 @@ import numpy as np
 from microfarm import UsageError, atomic_write_json, atomic_write_text, given_fields, next_run_dir, parse_config
 from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
 from models.crf_gate import CRFGateFlags, keeps_crf, support_crf_gain
+from models.scales import ScaleFlags, input_sides
 from vision.baselines import exg_otsu
 from vision.densecrf import CRFFlags, dense_crf
 from vision.episodes import EpisodeSampler, SegmentationDataset
@@ -57,7 +58,7 @@ SHORT = {"none": "net", "dense": "net+dense CRF", "meanfield": "net+mean-field",
 
 
 @dataclasses.dataclass
-class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
+class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
     """Evaluate the few-shot segmenter on held-out class folds (class-wise mIoU, FB-IoU)."""
 
     data: Path | None = dataclasses.field(default=None, metadata={
@@ -114,6 +115,7 @@ class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
             raise UsageError("--crf-episodes, --examples and --threads must be >= 0")
         if not 16 <= self.imgsz <= 2048:
             raise UsageError(f"--imgsz must be in 16..2048, got {self.imgsz}")
+        input_sides(self.imgsz, self.scale_list(), UsageError)
         if self.device not in ("cpu", "cuda"):
             raise UsageError(f"--device {self.device!r} is not valid; choose cpu or cuda")
 
@@ -150,7 +152,9 @@ def markdown_table(results: dict[str, Any]) -> str:
     crf_eps = results["config"].get("crf_episodes") or 0
     if crf_eps and crf_eps < results["config"]["episodes"]:
         note += f"; the CRF rows are on the first {crf_eps} of them (the other rows on all)"
-    note += f"; network input {results['config']['imgsz']}x{results['config']['imgsz']}, scored at the dataset's size."
+    sides = input_sides(results["config"]["imgsz"], results["config"].get("scales") or [])
+    note += f"; network input {' and '.join(f'{s}x{s}' for s in sides)}" + (
+        " (probabilities averaged)" if len(sides) > 1 else "") + ", scored at the dataset's size."
     sec = results.get("seconds_per_frame", {})
     if sec:
         note += (" Seconds per frame (network: the guide from the support plus the prediction, per episode; CRFs:"
@@ -225,7 +229,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     crf_n = cfg.crf_episodes or cfg.episodes
     if crfs and crf_n < cfg.episodes:  # the network alone on the CRF's episodes: the CRF's gain is against it
         methods[1 + colour:1 + colour] = ["none_subset", *(["colour_subset"] if colour else [])]
-    seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device, colour_prior=0.0)
+    seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device, colour_prior=0.0,
+                           scales=cfg.scale_list())
     params = cfg.crf_params()
     meanfield = params.meanfield().to(seg.device).eval() if "meanfield" in crfs else None
 

@@ -24,6 +24,7 @@ from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram, blend
 from models.crf_gate import CRFGate
 from models.guided_net import GuideAccumulator, GuidedNet, load_guided_net
 from models.imageio import support_shot
+from models.scales import DEFAULT_SCALES, input_sides
 from vision.densecrf import CRFParams, dense_crf
 from vision.imageio import SupportError, to_mask, to_rgb8
 
@@ -37,7 +38,8 @@ class FewShotSegmenter:
     """Few-shot segmenter over a ``GuidedNet``.
 
     model: a ``GuidedNet`` or the path of a ``save_guided_net`` safetensors file. crf: "none", "dense"
-    (pydensecrf) or "meanfield" (``models.crf.MeanFieldCRF``). imgsz: the network's input side.
+    (pydensecrf) or "meanfield" (``models.crf.MeanFieldCRF``). imgsz: the network's input side. scales: run the
+    network at ``round(imgsz * r)`` for each ratio r and average its probabilities (``models.scales``; default 1).
     colour_prior: weight W of the support's colour histogram, foreground = (1-W) network + W colour before the
     CRF (0: the network alone). crf_gate: check once per support set whether the CRF lowers the IoU on the
     support images themselves and skip it if so (``models.crf_gate``; False: always run it). The guide is
@@ -47,7 +49,8 @@ class FewShotSegmenter:
 
     def __init__(self, model: GuidedNet | str | Path, crf: CRFName = "none", imgsz: int = 256,
                  device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5,
-                 colour_prior: float = DEFAULT_COLOUR_PRIOR, crf_gate: bool = True) -> None:
+                 colour_prior: float = DEFAULT_COLOUR_PRIOR, crf_gate: bool = True,
+                 scales: Sequence[float] = DEFAULT_SCALES) -> None:
         if crf not in CRFS:
             raise UsageError(f"unknown crf {crf!r}; choose one of: {', '.join(CRFS)}")
         if imgsz < 16:
@@ -61,21 +64,21 @@ class FewShotSegmenter:
             model, _ = load_guided_net(model, self.device)
         self.model = model.to(self.device).eval()
         self.crf, self.imgsz, self.threshold = crf, int(imgsz), float(threshold)
+        self.sides = input_sides(self.imgsz, scales, UsageError)
         self.crf_params = crf_params or CRFParams()
         self._meanfield = self.crf_params.meanfield().to(self.device).eval() if crf == "meanfield" else None
         self.colour_prior = float(colour_prior)
-        self._guide = GuideAccumulator()
+        self._guides = {s: GuideAccumulator() for s in self.sides}
         self._colour = ColourHistogram()
         self.gate = CRFGate(crf_gate)
 
     @property
     def shots(self) -> int:
         """Number of support shots in the current guide."""
-        return self._guide.count
+        return self._guides[self.sides[0]].count
 
-    def _tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H,W,3) uint8 -> [1,3,imgsz,imgsz] float32 in [0,1] on the device."""
-        s = self.imgsz
+    def _tensor(self, rgb: np.ndarray, s: int) -> torch.Tensor:
+        """(H,W,3) uint8 -> [1,3,s,s] float32 in [0,1] on the device."""
         interp = cv2.INTER_AREA if min(rgb.shape[:2]) > s else cv2.INTER_LINEAR
         x = cv2.resize(rgb, (s, s), interpolation=interp)
         return torch.from_numpy(x).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
@@ -85,7 +88,7 @@ class FewShotSegmenter:
         if len(images) != len(masks) or not images:
             raise SupportError(f"need as many masks as images, at least one (got {len(images)} images, "
                                f"{len(masks)} masks)")
-        self._guide = GuideAccumulator()
+        self._guides = {s: GuideAccumulator() for s in self.sides}
         self._colour.reset()
         self.gate.reset()
         for img, m in zip(images, masks, strict=True):
@@ -94,21 +97,23 @@ class FewShotSegmenter:
     def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
         """Add one shot (image (H,W,3) uint8 RGB, mask (H,W) non-zero = fg) to the guide; old shots are kept."""
         rgb, m = support_shot(image, mask, SupportError)
-        s = self.imgsz
-        mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
-        with torch.inference_mode():
-            g = self.model.shot_guides(self._tensor(rgb), torch.from_numpy(mt).to(self.device)[None, None])
-        self._guide.add(g)
+        for s, acc in self._guides.items():
+            mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
+            with torch.inference_mode():
+                acc.add(self.model.shot_guides(self._tensor(rgb, s), torch.from_numpy(mt).to(self.device)[None, None]))
         self._colour.add(rgb, m)
         self.gate.add(rgb, m)
 
     def fused(self, rgb: np.ndarray) -> np.ndarray:
         """(H,W,3) uint8 RGB -> (H,W) float32 foreground probability before the CRF: the network's, resized to
-        the frame's size, blended with the colour prior."""
+        the frame's size (the mean over the input sides of ``scales``), blended with the colour prior."""
         h, w = rgb.shape[:2]
-        with torch.inference_mode():
-            p = torch.softmax(self.model.segment(self._tensor(rgb), self._guide.value()), 1)
-        fg = cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+        fg = np.zeros((h, w), np.float32)
+        for s, acc in self._guides.items():
+            with torch.inference_mode():
+                p = torch.softmax(self.model.segment(self._tensor(rgb, s), acc.value()), 1)
+            fg += cv2.resize(p[0, 1].cpu().numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+        fg /= np.float32(len(self._guides))
         if self.colour_prior > 0:
             fg = blend(fg, self._colour.prob(rgb), self.colour_prior)
         return np.clip(fg, 0.0, 1.0)

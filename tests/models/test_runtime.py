@@ -122,6 +122,33 @@ def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) ->
     assert not (d / "onnx2" / "masks").exists()
 
 
+def test_onnx_segmenter_scales_agree_with_torch(bundle: Path) -> None:
+    """--scales 1 2 on both backends: a guide per input side, the same averaged probabilities."""
+    from models.guided_net import load_guided_net
+    from models.onnx_segmenter import OnnxSegmenter
+    from vision.predictor import FewShotSegmenter
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:40] = 1
+    frame = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    net, _ = load_guided_net(bundle.parent / "src" / "segmenter.safetensors")
+    segs = {"onnx": OnnxSegmenter(bundle, imgsz=IMGSZ, scales=[1, 2], colour_prior=0),
+            "torch": FewShotSegmenter(net, imgsz=IMGSZ, scales=[1, 2], colour_prior=0),
+            "small": OnnxSegmenter(bundle, imgsz=IMGSZ, colour_prior=0),
+            "large": OnnxSegmenter(bundle, imgsz=2 * IMGSZ, colour_prior=0)}
+    for seg in segs.values():
+        seg.set_support([img], [mask])
+    assert segs["onnx"].sides == (IMGSZ, 2 * IMGSZ)
+    p = {k: seg.predict(frame)[0] for k, seg in segs.items()}
+    np.testing.assert_allclose(p["onnx"], p["torch"], atol=1e-4)
+    assert np.abs(p["small"] - p["large"]).max() > 1e-4  # the two sides differ (20x the tolerance below)
+    np.testing.assert_allclose(p["onnx"], (p["small"] + p["large"]) / 2, atol=5e-6)
+    with pytest.raises(BundleError, match="--scales"):
+        OnnxSegmenter(bundle, imgsz=IMGSZ, scales=[0])
+
+
 def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cv2.imwrite(str(tmp_path / "i.png"), np.zeros((8, 8, 3), np.uint8))
     m = np.zeros((8, 8), np.uint8)

@@ -185,6 +185,13 @@ def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, ca
     assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2")]) == 0
     assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2b"), "--colour-prior", "0"]) == 0
     assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2c"), "--no-crf-gate"]) == 0
+    two = ["--scales", "1", "--scales", "2"]
+    assert ve.cli([*common, "--weights", str(w2), "--out", str(tmp_path / "f2d"), *two]) == 0
+    assert json.loads((tmp_path / "f2d" / "results.json").read_text())["config"]["scales"] == [1.0, 2.0]
+    assert "network input 48x48 and 96x96 (probabilities averaged)" in (tmp_path / "f2d" / "results.md").read_text()
+    f2 = json.loads((tmp_path / "f2" / "results.json").read_text())
+    del f2["config"]["scales"]  # a run from before --scales: the network at --imgsz alone, merges with the default
+    (tmp_path / "f2" / "results.json").write_text(json.dumps(f2))
     capsys.readouterr()
     assert ve.cli(["--merge", str(tmp_path / "f2"), "--merge", str(tmp_path / "f1"), "--out", str(tmp_path / "m")]) == 0
     res = json.loads((tmp_path / "m" / "results.json").read_text())
@@ -200,6 +207,7 @@ def test_merge_joins_one_run_per_fold_and_refuses_mismatches(setup, tmp_path, ca
     for argv, needle in [([str(tmp_path / "f1"), str(tmp_path / "f2b")], "methods"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f1")], "fold 1 is in two"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f2c")], "--crf-gate False"),
+                         ([str(tmp_path / "f1"), str(tmp_path / "f2d")], "--scales [1.0, 2.0]"),
                          ([str(tmp_path / "f1"), str(tmp_path / "nothing")], "cannot read"),
                          ([str(tmp_path / "f2"), str(tmp_path / "leak")], "a training fold of its weights"),
                          ([str(tmp_path / "f1"), str(tmp_path / "f2"), "--episodes", "5"], "takes only --out")]:

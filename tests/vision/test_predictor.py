@@ -173,3 +173,26 @@ def test_crf_gate_decision_same_for_set_and_add_support(net):
     assert not a.crf_on and not b.crf_on
     assert a.gate.report() == b.gate.report()
     assert b.gate.last is not None and b.gate.last[0] < 1.0  # all three shots were scored
+
+
+def test_scales_average_the_network_over_input_sides(net):
+    """--scales 1 2: a guide per input side, the foreground probability the mean of the single-side ones."""
+    pairs = [_pair(seed=s) for s in range(2)]
+    frame = _pair(45, 70, seed=5)[0]
+    single = {}
+    for side in (32, 64):
+        seg = FewShotSegmenter(net, imgsz=side, colour_prior=0.0)
+        seg.set_support([p[0] for p in pairs], [p[1] for p in pairs])
+        single[side] = seg.predict(frame)[0]
+    multi = FewShotSegmenter(net, imgsz=32, colour_prior=0.0, scales=[1, 2, 2.0])  # a repeated side runs once
+    assert multi.sides == (32, 64)
+    multi.set_support([pairs[0][0]], [pairs[0][1]])
+    multi.add_support(*pairs[1])  # shot by shot: the same running mean per side
+    assert multi.shots == 2
+    probs, mask = multi.predict(frame)
+    assert probs.shape == (45, 70) and mask.shape == (45, 70)
+    assert np.abs(single[32] - single[64]).max() > 1e-4  # the two sides differ (20x the tolerance below)
+    np.testing.assert_allclose(probs, (single[32] + single[64]) / 2, atol=5e-6)
+    for bad in ([0], [-1], [9], [0.25]):  # 0.25 x 32 = 8 pixels, under 16
+        with pytest.raises(UsageError, match="--scales"):
+            FewShotSegmenter(net, imgsz=32, scales=bad)

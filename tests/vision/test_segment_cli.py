@@ -123,6 +123,8 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-window", "4"], "--crf-window"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-bilateral-srgb", "0"], "--crf-bilateral-srgb"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--colour-prior", "-0.5"], "--colour-prior must be in [0, 1]"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "0"], "--scales 0.0 is not valid"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "two"], "--scales expects float"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support: str, make, message: str) -> None:
     d = tmp_path
