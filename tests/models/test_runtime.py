@@ -147,6 +147,14 @@ def test_onnx_segmenter_scales_agree_with_torch(bundle: Path) -> None:
     np.testing.assert_allclose(p["onnx"], (p["small"] + p["large"]) / 2, atol=5e-6)
     with pytest.raises(BundleError, match="--scales"):
         OnnxSegmenter(bundle, imgsz=IMGSZ, scales=[0])
+    rt = Runtime(bundle)
+    entry = json.loads(json.dumps(rt.entry("segment")))
+    for inp in entry["inputs"]:  # as a bundle exported with --fixed-shape records it
+        inp["shape"] = [1, 3, IMGSZ, IMGSZ] if inp["name"] == "query" else inp["shape"]
+    rt.manifest["models"]["segment"] = entry
+    assert OnnxSegmenter(rt, imgsz=IMGSZ).sides == (IMGSZ,)
+    with pytest.raises(BundleError, match="--fixed-shape"):
+        OnnxSegmenter(rt, imgsz=IMGSZ, scales=[1, 2])
 
 
 def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
