@@ -14,6 +14,7 @@ import numpy as np
 
 from models.imageio import support_shot, to_rgb8
 from models.runtime import BundleError, Runtime, softmax_fg
+from models.scales import DEFAULT_SCALES, input_sides
 
 __all__ = ["OnnxSegmenter"]
 
@@ -21,7 +22,8 @@ __all__ = ["OnnxSegmenter"]
 class OnnxSegmenter:
     """``set_support(images, masks)`` once, ``predict(frame) -> (probs (H,W) float32, mask (H,W) uint8 0/255)``.
 
-    Same preprocessing as the torch ``FewShotSegmenter``: the network sees ``imgsz x imgsz`` (cv2 INTER_AREA when
+    Same preprocessing as the torch ``FewShotSegmenter``: the network sees ``imgsz x imgsz`` and the other sides of
+    ``scales`` (cv2 INTER_AREA when
     shrinking, INTER_LINEAR otherwise); probabilities are resized back to the frame's size and blended with the
     support's colour histogram (``colour_prior`` W: (1-W) network + W colour, ``models.colour_prior``); crf
     "meanfield" runs ``crf.onnx`` at the frame's size, for supports where the gate allows (``crf_gate``,
@@ -31,10 +33,9 @@ class OnnxSegmenter:
 
     def __init__(self, runtime: Runtime | str | Path, crf: str = "none", imgsz: int | None = None,
                  threshold: float = 0.5, colour_prior: float | None = None, crf_gate: bool = True,
-                 scales: Sequence[float] = (1.0,), **runtime_kwargs: Any) -> None:
+                 scales: Sequence[float] = DEFAULT_SCALES, **runtime_kwargs: Any) -> None:
         from models.colour_prior import DEFAULT_COLOUR_PRIOR, ColourHistogram
         from models.crf_gate import CRFGate
-        from models.scales import input_sides
 
         if crf not in ("none", "meanfield"):
             raise BundleError(f"crf {crf!r} is not available from a bundle; choose none or meanfield (crf.onnx)")
@@ -52,10 +53,10 @@ class OnnxSegmenter:
         self.sides = input_sides(self.imgsz, scales, BundleError)
         shape = next((i["shape"] for i in self.rt.entry("segment")["inputs"] if i["name"] == "query"), None) \
             if self.rt.has("segment") else None
-        if shape is not None and isinstance(shape[-1], int) and any(s != shape[-1] for s in self.sides):
+        if shape is not None and isinstance(shape[-1], int) and shape[-1] > 0 and any(s != shape[-1]
+                                                                                      for s in self.sides):
             raise BundleError(f"the bundle's segment model takes {shape[-1]}x{shape[-1]} inputs only (exported with "
-                              f"--fixed-shape); use --imgsz {shape[-1]} with one scale, or re-export without "
-                              "--fixed-shape")
+                              f"--fixed-shape); use --imgsz {shape[-1]} --scales 1, or re-export without --fixed-shape")
         self.crf, self.threshold = crf, float(threshold)
         self._sums: dict[int, np.ndarray] = {}
         self._count = 0
@@ -87,9 +88,11 @@ class OnnxSegmenter:
         import cv2
 
         rgb, m = support_shot(image, mask, BundleError)
+        guides = {}  # every side's guide first, so that a failure leaves the support as it was
         for s in self.sides:
             mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)[None, None]
-            g = self.rt.guide(self._input(rgb, s), mt)
+            guides[s] = self.rt.guide(self._input(rgb, s), mt)
+        for s, g in guides.items():
             self._sums[s] = g + self._sums[s] if s in self._sums else g
         self._count += 1
         self._colour.add(rgb, m)
@@ -99,6 +102,8 @@ class OnnxSegmenter:
         """The support's guide [1,G] float32 at input side ``side`` (default: ``imgsz``'s, the first)."""
         if not self._count:
             raise BundleError("no support shots yet: call set_support first")
+        if side is not None and side not in self.sides:
+            raise BundleError(f"no guide at input side {side}; this segmenter runs at {list(self.sides)}")
         return (self._sums[side or self.sides[0]] / self._count).astype(np.float32)
 
     def fused(self, rgb: np.ndarray) -> np.ndarray:

@@ -16,30 +16,38 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_SCALES", "ScaleFlags", "input_sides"]
+__all__ = ["DEFAULT_SCALES", "ScaleFlags", "input_sides", "check_ratios"]
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0,)
 MAX_SCALE = 8.0
+MAX_SIDE = 4096
 
 
 def input_sides(imgsz: int, scales: Sequence[float], error: type[Exception] = ValueError) -> tuple[int, ...]:
     """The network input sides ``round(imgsz * r)`` for each ratio ``r`` (repeats dropped, order kept).
 
     An empty ``scales`` means ``DEFAULT_SCALES``. Raises ``error`` with a one-line message for a ratio outside
-    (0, 8] or a side under 16 pixels.
+    (0, 8] or a side outside 16..4096 pixels.
     """
     sides: list[int] = []
-    for r in scales or DEFAULT_SCALES:
-        if not 0.0 < float(r) <= MAX_SCALE:
-            raise error(f"--scales {r} is not valid: give ratios of --imgsz in (0, {MAX_SCALE:g}], e.g. --scales 1 "
-                        "--scales 2")
-        side = int(round(imgsz * float(r)))
-        if side < 16:
-            raise error(f"--scales {r} gives a network input of {side} pixels (--imgsz {imgsz}); it must be at "
-                        "least 16")
+    for r in check_ratios(scales, error):
+        side = int(round(imgsz * r))
+        if not 16 <= side <= MAX_SIDE:
+            raise error(f"--scales {r:g} gives a network input of {side} pixels (--imgsz {imgsz}); it must be in "
+                        f"16..{MAX_SIDE}")
         if side not in sides:
             sides.append(side)
     return tuple(sides)
+
+
+def check_ratios(scales: Sequence[float], error: type[Exception] = ValueError) -> list[float]:
+    """The ratios as floats (``DEFAULT_SCALES`` if empty); ``error`` with one line for one outside (0, 8]."""
+    ratios = [float(r) for r in scales] or list(DEFAULT_SCALES)
+    for r in ratios:
+        if not 0.0 < r <= MAX_SCALE:
+            raise error(f"--scales {r:g} is not valid: give ratios of --imgsz in (0, {MAX_SCALE:g}], e.g. --scales 1 "
+                        "--scales 2")
+    return ratios
 
 
 @dataclasses.dataclass
@@ -53,3 +61,12 @@ class ScaleFlags:
     def scale_list(self) -> list[float]:
         """The ratios as given, or ``DEFAULT_SCALES``."""
         return [float(r) for r in self.scales] or list(DEFAULT_SCALES)
+
+    def check_scales(self, imgsz: int | None) -> list[float]:
+        """The ratios, or a one-line ``UsageError`` for a bad one (and, given ``imgsz``, for a bad input side);
+        called before any weights or bundle are loaded."""
+        from microfarm import UsageError
+
+        if imgsz:
+            input_sides(imgsz, self.scales, UsageError)
+        return check_ratios(self.scales, UsageError)

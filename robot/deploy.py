@@ -122,6 +122,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     if cfg.steps < 0:
         raise UsageError(f"--steps must be >= 0, got {cfg.steps}")
     cfg.check_colour_prior()
+    cfg.check_scales(cfg.imgsz or None)
     seg_on, reach_on = cfg.task in ("segment", "both"), cfg.task in ("reach", "both")
     providers = [p.strip() for p in cfg.providers.split(",") if p.strip()] or ["auto"]
     try:
@@ -173,7 +174,8 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     finally:
         robot.disconnect()
         _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals,
-                 seg.gate.report() if seg is not None and cfg.crf != "none" else None)
+                 seg.gate.report() if seg is not None and cfg.crf != "none" else None,
+                 seg.sides if seg is not None else None)
     return out
 
 
@@ -221,7 +223,7 @@ def _step(k: int, robot: Any, rt: Any, seg: Any, goals: np.ndarray | None, mask_
 
 
 def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], seconds: float, stopped: str,
-             goals: np.ndarray | None, gate: dict[str, Any] | None) -> None:
+             goals: np.ndarray | None, gate: dict[str, Any] | None, sides: tuple[int, ...] | None) -> None:
     stages = ["inverse_ms", "move_ms", "encode_ms", "capture_ms", "segment_ms", "step_ms"]
     lat = {s[:-3]: percentiles([r[s] for r in rows if s in r]) for s in stages if any(s in r for r in rows)}
     compute = [sum(r.get(s, 0.0) for s in ("inverse_ms", "encode_ms", "segment_ms")) for r in rows]
@@ -237,7 +239,7 @@ def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], 
                "fps": round(len(rows) / seconds, 2) if seconds > 0 and rows else None,
                "compute_fps": round(1e3 * len(rows) / sum(compute), 2) if rows and sum(compute) > 0 else None,
                "latency_ms": lat, "reach_error": reach, "crf_gate": gate,
-               "scales": cfg.scale_list() if cfg.task != "reach" else None,
+               "scales": cfg.scale_list() if sides else None, "segment_input_sides": list(sides) if sides else None,
                "foreground_fraction_mean": round(float(np.mean([r["foreground_fraction"] for r in rows])), 5)
                if rows and "foreground_fraction" in rows[0] else None, "stopped": stopped}
     atomic_write_json(out / "summary.json", summary)

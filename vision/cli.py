@@ -171,6 +171,7 @@ def segment(cfg: SegmentConfig, given: set[str] | None = None) -> Path:
         raise UsageError("--source is required: a webcam index, video, image, folder, glob, URL or 'sim'")
     if cfg.max_frames < 0:
         raise UsageError(f"--max-frames must be >= 0, got {cfg.max_frames}")
+    cfg.check_scales(cfg.imgsz)
     images, masks = load_support(cfg.support, cfg.resize_masks)
     predictor = make_predictor(cfg, given)
     predictor.set_support(images, masks)
@@ -232,7 +233,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
             writer.release()
         files.close()
         gate = predictor.gate.report() if cfg.crf != "none" else None
-        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate)
+        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate, predictor.sides)
     return out
 
 
@@ -247,12 +248,12 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 
 
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
-                   seconds: float, stopped: str, gate: dict[str, Any] | None) -> None:
+                   seconds: float, stopped: str, gate: dict[str, Any] | None, sides: tuple[int, ...]) -> None:
     """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
-    CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF)."""
+    CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF); sides: the network's input sides."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
-               "scales": cfg.scale_list(),
+               "scales": cfg.scale_list(), "input_sides": list(sides),
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,

@@ -18,6 +18,7 @@ import numpy as np
 
 from microfarm import UsageError
 from models.crf_params import CRFFlags
+from models.scales import DEFAULT_SCALES
 
 __all__ = ["merge_results", "SAME_CONFIG"]
 
@@ -27,8 +28,8 @@ SAME_CONFIG = ("data", "episodes", "seed", "imgsz", "scales", "colour_prior", "m
 
 def _setting(res: dict[str, Any], key: str) -> Any:
     v = res["config"].get(key)
-    if key == "scales":  # runs from before --scales, and the empty default, mean the network at --imgsz alone
-        return [float(r) for r in v or [1.0]]
+    if key == "scales":  # the set of ratios (order and repeats do not change the mean); none: before --scales
+        return sorted({float(r) for r in v or DEFAULT_SCALES})
     return str(Path(v).resolve()) if key == "data" and v is not None else v
 
 

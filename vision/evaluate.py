@@ -8,7 +8,7 @@ predictors' default pipeline, ``models.colour_prior``; rows ``colour*``); and th
 the support); with ``--crf-gate`` (default) also the default pipeline's CRF rows gated by
 ``models.crf_gate`` (the CRF kept for an episode only if it does not lower the IoU on the support images;
 rows ``*_gated``). Metrics: class-wise mIoU and FB-IoU (``vision.metrics``). Images are scored at the dataset's
-own size; the network sees ``--imgsz``.
+own size; the network sees ``--imgsz`` (each side of ``--scales``, probabilities averaged).
 
 Writes into ``runs/eval-segmenter/<N>/`` (or ``--out``): ``results.json`` (every metric, per-class IoU,
 seconds per frame of each method, the config), ``results.md`` (the table) and ``examples.png`` (support,
@@ -115,7 +115,7 @@ class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
             raise UsageError("--crf-episodes, --examples and --threads must be >= 0")
         if not 16 <= self.imgsz <= 2048:
             raise UsageError(f"--imgsz must be in 16..2048, got {self.imgsz}")
-        input_sides(self.imgsz, self.scale_list(), UsageError)
+        self.check_scales(self.imgsz)
         if self.device not in ("cpu", "cuda"):
             raise UsageError(f"--device {self.device!r} is not valid; choose cpu or cuda")
 
@@ -375,6 +375,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     results["weights_extra"] = extra
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     results["config"]["crf_episodes"] = min(crf_n, cfg.episodes)
+    results["config"]["scales"] = cfg.scale_list()
     if "none_subset" in methods:
         results["note"] = (f"CRF rows use the first {crf_n} episodes; compare them with 'none_subset' / "
                            "'colour_subset' (the network alone / with the colour prior on those episodes) for the "

@@ -3,7 +3,8 @@
 Frames and support images are HWC uint8 RGB (H,W,3); gray (H,W) or (H,W,1), RGBA (H,W,4) and 16-bit images
 are converted (``to_rgb8``). A mask is any 8/16-bit image, gray or colour, where non-zero = foreground, of
 its image's size. The network sees ``imgsz x imgsz`` RGB in [0,1] (it applies the ImageNet normalisation
-itself); probabilities are resized back to the frame's own size, blended with the support's colour histogram
+itself), or each side of ``scales`` with the probabilities averaged (``models.scales``); probabilities are
+resized back to the frame's own size, blended with the support's colour histogram
 (``colour_prior``, ``models.colour_prior``) and optionally refined by a CRF there; with ``crf_gate`` (the
 default) the CRF runs only for supports where it does not lower the IoU on the support images themselves
 (``models.crf_gate``).
@@ -97,10 +98,14 @@ class FewShotSegmenter:
     def add_support(self, image: np.ndarray, mask: np.ndarray) -> None:
         """Add one shot (image (H,W,3) uint8 RGB, mask (H,W) non-zero = fg) to the guide; old shots are kept."""
         rgb, m = support_shot(image, mask, SupportError)
-        for s, acc in self._guides.items():
+        guides = {}  # every side's guide first, so that a failure leaves the support as it was
+        for s in self.sides:
             mt = cv2.resize(m.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
             with torch.inference_mode():
-                acc.add(self.model.shot_guides(self._tensor(rgb, s), torch.from_numpy(mt).to(self.device)[None, None]))
+                mask_t = torch.from_numpy(mt).to(self.device)[None, None]
+                guides[s] = self.model.shot_guides(self._tensor(rgb, s), mask_t)
+        for s, g in guides.items():
+            self._guides[s].add(g)
         self._colour.add(rgb, m)
         self.gate.add(rgb, m)
 

@@ -36,6 +36,7 @@ def test_both_session_on_the_simulator(bundle: Path, support: str, tmp_path: Pat
     assert s["latency_ms"]["segment"]["p95"] >= s["latency_ms"]["segment"]["p50"] > 0
     assert s["reach_error"]["n_goals"] == 9 and set(s["reach_error"]["per_goal"]) == {"0", "1", "2", "3", "4"}
     assert s["crf_gate"]["enabled"] and isinstance(s["crf_gate"]["crf_on"], bool)  # checked before step 0
+    assert s["scales"] == [1.0] and s["segment_input_sides"] == [64]
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["goal"] for r in rows] == [0, 1, 2, 3, 4] and all(0 <= v <= 1 for r in rows for v in r["command"])
     assert cv2.imread(str(out / "masks" / "step_000004.png"), 0).shape == (64, 64)
@@ -92,6 +93,8 @@ def test_ctrl_c_stops_cleanly(bundle: Path, tmp_path: Path) -> None:
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--robot", "simm"], "did you mean 'sim'"),
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--task", "dance"], "choose one of: segment, reach, both"),
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--colour-prior", "2"], "--colour-prior must be in [0, 1]"),
+    (lambda b, s, d: ["--bundle", str(b), "--support", s, "--scales", "-1"], "--scales -1 is not valid"),
+    (lambda b, s, d: ["--bundle", str(b), "--support", s, "--imgsz", "64", "--scales", "0.1"], "must be in 16..4096"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--goal", f"{d}/none.png"], "does not exist"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--providers", "cuda"]
      if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers()

@@ -155,6 +155,7 @@ def test_gated_rows_follow_the_support_check(setup, tmp_path, monkeypatch, gain,
     (["--crf", "bogus"], "--crf"),
     (["--shots", "0"], "--shots"),
     (["--fold", "9"], "--fold"),
+    (["--scales", "0"], "--scales 0 is not valid"),
     (["--weights", "/no/such.safetensors"], "does not exist"),
     (["--episodez", "3"], "did you mean --episodes"),
 ])

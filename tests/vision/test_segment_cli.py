@@ -48,7 +48,7 @@ def test_folder_source_writes_masks_and_summary(tmp_path: Path, weights: Path, s
         assert (out / "overlays" / f"f{i}.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and set(summary["foreground_fraction"]) == {"f0", "f1", "f2"}
-    assert summary["fps"] > 0
+    assert summary["fps"] > 0 and summary["scales"] == [1.0] and summary["input_sides"] == [32]
 
 
 def test_video_source_with_stride_and_overlay_video(tmp_path: Path, weights: Path, support: str) -> None:
@@ -102,8 +102,10 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
     assert summary["crf_gate"]["support_iou_with_crf"] == 0.0
     assert (cv2.imread(str(out / "masks" / "frame_000000.png"), 0) == 255).all()  # 0.9 everywhere, no CRF
     assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
-                 "--max-frames", "1", "--crf", "none", "--out", str(tmp_path / "o2")]) == 0
-    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["crf_gate"] is None
+                 "--max-frames", "1", "--crf", "none", "--scales", "1", "--scales", "1.5",
+                 "--out", str(tmp_path / "o2")]) == 0
+    o2 = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert o2["crf_gate"] is None and o2["scales"] == [1.0, 1.5] and o2["input_sides"] == [32, 48]
     assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 
@@ -123,7 +125,8 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-window", "4"], "--crf-window"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--crf-bilateral-srgb", "0"], "--crf-bilateral-srgb"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--colour-prior", "-0.5"], "--colour-prior must be in [0, 1]"),
-    (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "0"], "--scales 0.0 is not valid"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "0"], "--scales 0 is not valid"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "20"], "--scales 20 is not valid"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "two"], "--scales expects float"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support: str, make, message: str) -> None:
