@@ -6,9 +6,9 @@ thin parts more cells, at the price of broad leaves (their edges get no better, 
 112-pixel crops, sees them larger than it ever did). Test-time multi-scale averages the two: the network runs at
 each side ``round(imgsz * r)`` for ``r`` in ``scales``, with a guide computed from the support at that same side,
 and the foreground probabilities, resized to the frame's size, are averaged before the colour prior and the CRF.
-Cost: the network's time grows with the sum of the squared ratios (1 and 2: 5x). ``vision.FewShotSegmenter``
-and ``models.onnx_segmenter.OnnxSegmenter`` take ``scales``; ``microfarm segment``, ``deploy`` and
-``eval-segmenter`` take ``--scales R`` (repeatable; default 1: the network at ``--imgsz`` alone).
+Cost: the network's time grows with the sum of the squared ratios (1 and 2: 5x; 5-6x per frame in bench/segment.py).
+``vision.FewShotSegmenter`` and ``models.onnx_segmenter.OnnxSegmenter`` take ``scales``; ``microfarm segment``,
+``deploy`` and ``eval-segmenter`` take ``--scales R`` (repeatable; default 1: the network at ``--imgsz`` alone).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class ScaleFlags:
 
     scales: list[float] = dataclasses.field(default_factory=list, metadata={
         "help": "run the network at --imgsz times each R and average the probabilities (repeatable: --scales 1 "
-                "--scales 2 helps thin species at 5x the network's time; default: 1)"})
+                "--scales 2 helps thin species such as chickweed, costs broad leaves ~1 point, ~5x the network's time; "
+                "default: 1)"})
 
     def scale_list(self) -> list[float]:
         """The ratios as given, or ``DEFAULT_SCALES``."""
