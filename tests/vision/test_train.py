@@ -167,6 +167,10 @@ def test_init_starts_from_saved_weights(data, tmp_path, capsys):
     (["--backbone-weights", "/no/such/file.pt"], "does not exist"),
     (["--resume", "/no/such/run"], "not a train-segmenter run"),
     (["--init", "/no/such/weights.safetensors"], "does not exist"),
+    (["--real-prob", "1.5"], "--real-prob"),
+    (["--group-prob", "-0.1"], "--group-prob"),
+    (["--encoder-lr", "-1"], "--encoder-lr"),
+    (["--real-prob", "0.5", "--real-root", "/no/such/folder"], "not found at /no/such/folder"),
 ])
 def test_bad_flags_exit_2_with_one_line(data, argv, needle, capsys):
     base = [] if (not argv or argv[0] in ("--resume",)) else ["--data", str(data)]
@@ -279,3 +283,39 @@ def test_absent_queries_are_frames_without_the_species_and_all_background(data):
                 assert j is not None and ds.pixels[j].get(ep.class_id, 0) == 0
     with pytest.raises(microfarm.UsageError, match="--absent-prob"):
         vt.TrainConfig(data=data, absent_prob=1.5).validate()
+
+
+def test_group_episodes_mark_every_training_species_of_the_group(data):
+    cfg = vt.TrainConfig(data=data, imgsz=48, shots=2, augment="none", min_pixels=4, group_prob=1.0)
+    ds = SegmentationDataset(data)
+    ed = vtd.EpisodeData(ds, [1, 2, 3], cfg, per_step=4)
+    assert "plants" in ed.groups
+    ids, pool = ed.groups["plants"]
+    assert set(ids) == set(ds.fold_classes([1, 2, 3]))
+    rng = np.random.default_rng(0)
+    imgs, masks, qimg, qmask, absent = ed._group_episode(0, 2, rng)
+    assert len(imgs) == 2 and not absent and set(np.unique(qmask)) <= {0, 1, vtd.IGNORE}
+    s, sm, q, qm = ed[0]
+    assert s.shape == (ed.shots_of(0), 3, 48, 48) and qm.shape == (48, 48)
+
+
+def test_pretrained_backbone_keeps_batch_norm_statistics(data, tmp_path, monkeypatch):
+    """A pretrained encoder trains with its batch-norm statistics fixed and its own learning rate."""
+    from models.backbones import compact
+
+    weights = tmp_path / "bb.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in compact().state_dict().items()}, str(weights))
+    out = tmp_path / "run"
+    rc = vt.cli(["--data", str(data), "--out", str(out), "--steps", "4", "--val-every", "0", "--save-every", "4",
+                 "--backbone-weights", str(weights), "--encoder-lr", "0", *TINY])
+    assert rc == 0
+    model, _ = load_guided_net(out / "weights.safetensors")
+    start = compact()
+    from safetensors.torch import load_file
+
+    start.load_state_dict(load_file(str(weights)))
+    # encoder lr 0 and frozen statistics: the encoder is exactly the file it started from
+    for k, v in start.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[k], v), k
