@@ -6,7 +6,9 @@ species, README "All four folds"). The support shows which case we are in: the a
 of the very thing to segment. So once per support set the predictor segments each support image with the
 support's own guide and colour prior, with and without the CRF, and keeps the CRF only if the mean IoU
 against the given masks does not fall (``gain >= 0``). The check costs K extra predictions and CRF runs when
-the support changes, nothing per frame. Used by ``vision.FewShotSegmenter`` and ``models.onnx_segmenter.OnnxSegmenter``.
+the support changes, nothing per frame. Used by the one segmentation pipeline (``models.pipeline``) under
+``vision.FewShotSegmenter`` and ``models.onnx_segmenter.OnnxSegmenter``. A multi-class support (``models.labels``)
+is judged on the mean IoU over the classes each support mask shows.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from models.labels import decide
+
 __all__ = ["CRFGate", "CRFGateFlags", "support_crf_gain", "keeps_crf"]
 
-Fused = Callable[[np.ndarray], np.ndarray]  # (H,W,3) uint8 RGB -> (H,W) float32 P(fg) before the CRF
-Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (fg (H,W) float32, rgb) -> (H,W) float32 P(fg) after
+Fused = Callable[[np.ndarray], np.ndarray]  # (H,W,3) uint8 RGB -> (H,W) P(fg) or (K,H,W) class probs, float32
+Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (probs as fused gives them, rgb) -> the same after the CRF
 
 
 def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -27,18 +31,29 @@ def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(pred & truth) / union
 
 
+def _shot_iou(probs: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    """Foreground IoU of (H,W) probs vs a bool mask; for (K,H,W) class probs vs (H,W) labels, the mean IoU over
+    the classes present in ``truth`` (``models.labels.decide``)."""
+    if probs.ndim == 2:
+        return _iou(probs >= threshold, truth != 0)
+    pred = decide(probs, threshold)
+    classes = [int(k) for k in np.unique(truth) if k != 0]
+    return float(np.mean([_iou(pred == k, truth == k) for k in classes])) if classes else 1.0
+
+
 def support_crf_gain(shots: list[tuple[np.ndarray, np.ndarray]], fused: Fused, refine: Refine,
                      threshold: float = 0.5) -> tuple[float, float]:
     """Mean foreground IoU over the support shots without and with the CRF: ``(iou_without, iou_with)``.
 
-    shots: (image (H,W,3) uint8 RGB, mask (H,W) bool) pairs; fused/refine: the predictor's probability before
-    the CRF and the CRF itself; a pixel is foreground at probability >= ``threshold``.
+    shots: (image (H,W,3) uint8 RGB, mask (H,W) bool, or uint8 labels 0..K for a multi-class support) pairs;
+    fused/refine: the predictor's probabilities before the CRF ((H,W) foreground, or (K,H,W) class probabilities)
+    and the CRF itself; a pixel is foreground at probability >= ``threshold``.
     """
     without, with_crf = [], []
     for rgb, mask in shots:
         fg = fused(rgb)
-        without.append(_iou(fg >= threshold, mask))
-        with_crf.append(_iou(refine(fg, rgb) >= threshold, mask))
+        without.append(_shot_iou(fg, mask, threshold))
+        with_crf.append(_shot_iou(refine(fg, rgb), mask, threshold))
     return float(np.mean(without)), float(np.mean(with_crf))
 
 
@@ -65,12 +80,14 @@ class CRFGate:
         self.last: tuple[float, float] | None = None
         self._threshold: float | None = None
 
-    def add(self, rgb: np.ndarray, mask: np.ndarray) -> None:
-        """One support shot: (H,W,3) uint8 RGB and its (H,W) mask, non-zero = foreground."""
+    def add(self, rgb: np.ndarray, mask: np.ndarray, labelled: bool = False) -> None:
+        """One support shot: (H,W,3) uint8 RGB and its (H,W) mask, non-zero = foreground (``labelled``: uint8
+        labels 0..K of a multi-class support)."""
         self.last = None
         if not self.enabled:
             return
-        self.shots.append((np.array(rgb, np.uint8), np.asarray(mask) != 0))  # a copy: callers reuse frame buffers
+        m = np.array(mask, np.uint8) if labelled else np.asarray(mask) != 0
+        self.shots.append((np.array(rgb, np.uint8), m))  # copies: callers reuse frame buffers
 
     def use_crf(self, fused: Fused, refine: Refine, threshold: float = 0.5) -> bool:
         """Whether the CRF runs for the current support; RuntimeError before any shot."""

@@ -30,7 +30,7 @@ from models.colour_prior import ColourHistogram, ColourPriorFlags, blend
 from models.crf_gate import CRFGateFlags, keeps_crf, support_crf_gain
 from models.scales import ScaleFlags, input_sides
 from vision.baselines import exg_otsu
-from vision.densecrf import CRFFlags, dense_crf
+from vision.densecrf import CRFFlags
 from vision.episodes import EpisodeSampler, SegmentationDataset
 from vision.metrics import AbsentMetrics, SegmentationMetrics, binary_iou
 
@@ -193,8 +193,10 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Run the evaluation of ``cfg``; writes results.json, results.md, examples.png into ``out``."""
     import torch
 
+    from models.pipeline import crf_refine
     from models.weights import WeightsError
     from vision.predictor import FewShotSegmenter
+    from vision.torch_backend import TorchBackend
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -232,17 +234,11 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device, colour_prior=0.0,
                            scales=cfg.scale_list())
     params = cfg.crf_params()
-    meanfield = params.meanfield().to(seg.device).eval() if "meanfield" in crfs else None
+    backends = {c: TorchBackend(seg.model, seg.device, c, params) for c in crfs}  # the predictors' CRF step
 
     def refine(crf: str, fg: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """fg (H,W) float32 -> the CRF's (H,W) bool mask."""
-        if crf == "dense":
-            return dense_crf(np.stack([1.0 - fg, fg]), q, params)[1] >= 0.5
-        assert meanfield is not None
-        with torch.inference_mode():
-            p = torch.from_numpy(np.stack([1.0 - fg, fg]))[None].to(seg.device)
-            img = torch.from_numpy(q).to(seg.device).permute(2, 0, 1)[None].float()
-            return meanfield(p, img)[0, 1].cpu().numpy() >= 0.5
+        """fg (H,W) float32 -> the CRF's (H,W) bool mask (``models.pipeline.crf_refine``, as the predictors)."""
+        return crf_refine(backends[crf], fg, q) >= 0.5
 
     results: dict[str, Any] = {"folds": {}}
     seconds = dict.fromkeys(methods, 0.0)
