@@ -5,12 +5,13 @@ Through the ``Robot`` interface (``robot.registry.make_robot``) it loops ``--ste
 - reach (``--task reach|both``): the next goal in turn (the bundle's SOM goals, or the codes of ``--goal IMG``
   images) -> ``inverse`` -> motor command (clipped by the robot to its limits) -> move -> capture -> ``encode``;
   reach error = L2 distance between the goal code and the code of what the camera sees after the move;
-- segment (``--task segment|both``): the captured frame -> guide (computed once from ``--support IMG:MASK``),
-  ``segment`` and the mean-field ``crf`` -> mask.
+- segment (``--task segment|both``): the captured frame -> guide (computed once from ``--support IMG:MASK``,
+  one per class of a multi-class support, ``--classes``), ``segment`` and the mean-field ``crf`` -> mask.
 
 Writes ``runs/deploy/<N>/`` (or ``--out``): ``steps.jsonl`` (one line per step: goal, command, reach error,
-foreground fraction, latencies in ms), ``summary.json`` (latency p50/p95/p99 per stage, frames per second,
-mean reach error per goal, how it stopped), and ``masks/step_<k>.png`` with ``--save-masks``. Ctrl-C stops
+foreground fraction (and each class's, for several classes), latencies in ms), ``summary.json`` (latency
+p50/p95/p99 per stage, frames per second, mean reach error per goal, the class names, how it stopped), and
+``masks/step_<k>.png`` with ``--save-masks`` (0/255, or labels 0..K for several classes). Ctrl-C stops
 cleanly (the robot is disconnected and the summary written). Imports numpy, OpenCV, onnxruntime and the robot
 interface only; ``--robot sim`` also needs pybullet, because the simulator is the robot.
 """
@@ -28,6 +29,7 @@ import numpy as np
 from microfarm import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
 from models.colour_prior import ColourPriorFlags
 from models.crf_gate import CRFGateFlags
+from models.labels import ClassFlags, ClassSpec, class_fractions
 from models.scales import ScaleFlags
 
 __all__ = ["DeployConfig", "deploy", "cli", "percentiles"]
@@ -38,14 +40,15 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclasses.dataclass
-class DeployConfig(ColourPriorFlags, CRFGateFlags, ScaleFlags):
+class DeployConfig(ColourPriorFlags, CRFGateFlags, ScaleFlags, ClassFlags):
     """Run an ONNX bundle on a robot (segmentation and/or reaching goals) without PyTorch."""
 
     bundle: Path | None = _f(None, "bundle folder written by `microfarm export` (required)")
     robot: str = _f("sim", "robot name in robot.registry (sim = the PyBullet simulator)")
     task: Literal["segment", "reach", "both"] = _f("both", "what to run each step")
     support: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "IMG:MASK, an example image and its mask (non-zero = the thing to segment)"})
+        "help": "IMG:MASK, an example image and its mask (non-zero = the thing to segment; or label values 1..K / "
+                "colours of --classes for several classes at once)"})
     goal: list[str] = dataclasses.field(default_factory=list, metadata={
         "help": "goal image to reach (default: the bundle's SOM goals, each in turn)"})
     steps: int = _f(50, "steps to run (0: until Ctrl-C)")
@@ -80,23 +83,15 @@ def _read_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _support(specs: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _support(specs: list[str], legend: tuple[ClassSpec, ...] | None = None
+             ) -> tuple[list[np.ndarray], list[np.ndarray], tuple[str, ...]]:
+    """Images (H,W,3) uint8 RGB, label masks (H,W) uint8 and class names (``models.support_io``); UsageError."""
+    from models.support_io import load_support_files
+
     if not specs:
         raise UsageError("--task segment/both needs at least one --support IMG:MASK (an example and its mask)")
-    images, masks = [], []
-    for spec in specs:
-        if ":" not in spec:
-            raise UsageError(f"--support {spec!r} must be IMG:MASK (an image path, a colon, a mask path)")
-        ip, mp = spec.rsplit(":", 1)
-        img, m = _read_rgb(ip), _read_rgb(mp).any(axis=2)
-        if m.shape != img.shape[:2]:
-            raise UsageError(f"mask {mp!r} is {m.shape[1]}x{m.shape[0]} but its image is "
-                             f"{img.shape[1]}x{img.shape[0]}")
-        if not m.any():
-            raise UsageError(f"mask {mp!r} is empty; mark the thing to segment with non-zero pixels")
-        images.append(img)
-        masks.append(m)
-    return images, masks
+    images, labels = load_support_files(specs, _read_rgb, legend, None, UsageError)
+    return images, labels.masks, labels.names
 
 
 def _make_robot(cfg: DeployConfig, rt: Any, size: int) -> Any:
@@ -124,6 +119,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     cfg.check_colour_prior()
     cfg.check_scales(cfg.imgsz or None)
     seg_on, reach_on = cfg.task in ("segment", "both"), cfg.task in ("reach", "both")
+    support = _support(cfg.support, cfg.class_legend()) if seg_on else None  # bad support: exit 2 before loading
     providers = [p.strip() for p in cfg.providers.split(",") if p.strip()] or ["auto"]
     try:
         rt = Runtime(cfg.bundle, providers=providers if providers != ["auto"] else None, precision=cfg.precision,
@@ -139,7 +135,11 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         if seg_on:
             seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior(),
                                 crf_gate=cfg.crf_gate, scales=cfg.scale_list())
-            seg.set_support(*_support(cfg.support))
+            assert support is not None
+            seg.set_support(*support)
+            if cfg.crf != "none" and not seg.crf_supported:
+                log(f"warning: the CRF is off: the bundle's crf.onnx takes {seg.backend.crf_max_labels} labels, this "
+                    f"support has {len(seg.classes) + 1} (background and {len(seg.classes)} classes)")
             _ = seg.crf_on  # the CRF gate's check on the support, once, before the first step's timing
         goals = None
         if reach_on:
@@ -174,9 +174,18 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     finally:
         robot.disconnect()
         _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals,
-                 seg.gate.report() if seg is not None and cfg.crf != "none" else None,
-                 seg.sides if seg is not None else None)
+                 _gate(seg) if seg is not None and cfg.crf != "none" else None,
+                 seg.sides if seg is not None else None, seg.classes if seg is not None else None)
     return out
+
+
+def _gate(seg: Any) -> dict[str, Any]:
+    """The CRF gate's report for summary.json; crf_on False with the reason where crf.onnx lacks the labels."""
+    gate = seg.gate.report()
+    if not seg.crf_supported:
+        gate.update(crf_on=False, reason=f"crf.onnx takes {seg.backend.crf_max_labels} labels, the support has "
+                    f"{len(seg.classes) + 1}")
+    return gate
 
 
 def _resize_for(rt: Any, rgb: np.ndarray) -> np.ndarray:
@@ -212,6 +221,8 @@ def _step(k: int, robot: Any, rt: Any, seg: Any, goals: np.ndarray | None, mask_
         _, mask = seg.predict(obs["image"])
         row["segment_ms"] = 1e3 * (time.perf_counter() - t)
         row["foreground_fraction"] = round(float((mask > 0).mean()), 5)
+        if seg.multiclass:
+            row["class_fraction"] = class_fractions(mask, seg.classes)
         if mask_dir is not None:
             import cv2
 
@@ -223,7 +234,8 @@ def _step(k: int, robot: Any, rt: Any, seg: Any, goals: np.ndarray | None, mask_
 
 
 def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], seconds: float, stopped: str,
-             goals: np.ndarray | None, gate: dict[str, Any] | None, sides: tuple[int, ...] | None) -> None:
+             goals: np.ndarray | None, gate: dict[str, Any] | None, sides: tuple[int, ...] | None,
+             classes: tuple[str, ...] | None = None) -> None:
     stages = ["inverse_ms", "move_ms", "encode_ms", "capture_ms", "segment_ms", "step_ms"]
     lat = {s[:-3]: percentiles([r[s] for r in rows if s in r]) for s in stages if any(s in r for r in rows)}
     compute = [sum(r.get(s, 0.0) for s in ("inverse_ms", "encode_ms", "segment_ms")) for r in rows]
@@ -241,7 +253,11 @@ def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], 
                "latency_ms": lat, "reach_error": reach, "crf_gate": gate,
                "scales": cfg.scale_list() if sides else None, "segment_input_sides": list(sides) if sides else None,
                "foreground_fraction_mean": round(float(np.mean([r["foreground_fraction"] for r in rows])), 5)
-               if rows and "foreground_fraction" in rows[0] else None, "stopped": stopped}
+               if rows and "foreground_fraction" in rows[0] else None, "classes": list(classes) if classes else None,
+               "stopped": stopped}
+    if rows and "class_fraction" in rows[0]:
+        summary["class_fraction_mean"] = {n: round(float(np.mean([r["class_fraction"][n] for r in rows])), 5)
+                                          for n in rows[0]["class_fraction"]}
     atomic_write_json(out / "summary.json", summary)
 
 

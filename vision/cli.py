@@ -1,9 +1,11 @@
 """`microfarm segment`: few-shot segmentation of a camera feed, video, image, folder, glob, URL or `sim`.
 
-Writes into ``runs/segment/<N>/`` (or ``--out``): ``masks/<stem>.png`` per frame (single-channel uint8,
-0 or 255, the input frame's size; video-like sources use ``frame_<index>``), overlays with
-``--save-overlay`` (``overlays/<stem>.png``, or ``overlay.mp4`` for video-like sources) and
-``summary.json`` (frames, seconds, frames per second, per-frame foreground fraction).
+Writes into ``runs/segment/<N>/`` (or ``--out``): ``masks/<stem>.png`` per frame (single-channel uint8, the input
+frame's size: 0 or 255 for a one-class support, the label values 0..K for a multi-class one (``--classes``,
+``models.labels``); video-like sources use ``frame_<index>``), overlays with ``--save-overlay``
+(``overlays/<stem>.png``, or ``overlay.mp4`` for video-like sources; one colour per class) and ``summary.json``
+(frames, seconds, frames per second, the class names, per-frame foreground fraction and, for several classes,
+each class's area fraction).
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ from microfarm import (
 from models.colour_prior import ColourPriorFlags
 from models.crf_gate import CRFGateFlags
 from models.crf_params import CRFFlags, crf_flag
+from models.labels import ClassFlags, SupportLabels, class_fractions
 from models.scales import ScaleFlags
+from models.support_io import load_support_files
+from vision.overlay import overlay
 from vision.sources import Source, open_source, read_image
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
 
 
 @dataclasses.dataclass
-class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
+class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags, ClassFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "IMG:MASK, an example image and its mask (non-zero = the thing to segment)"})
+        "help": "IMG:MASK, an example image and its mask (non-zero = the thing to segment; or label values 1..K / "
+                "colours of --classes for several classes at once)"})
     source: str | None = dataclasses.field(default=None, metadata={
         "help": "webcam index, video, image, folder, glob, rtsp/http URL, or 'sim' (required)"})
     out: Path | None = dataclasses.field(default=None, metadata={"help": "output folder (default runs/segment/<N>)"})
@@ -67,42 +73,18 @@ class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
     seed: int = dataclasses.field(default=0, metadata={"help": "the bed layout of the 'sim' source"})
 
 
-def load_support(specs: list[str], resize_masks: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Parse ``IMG:MASK`` pairs -> RGB images (H,W,3) uint8 and bool masks (H,W); UsageError on bad input."""
+def load_support(specs: list[str], resize_masks: bool, classes: list[str] | None = None
+                 ) -> tuple[list[np.ndarray], SupportLabels]:
+    """Parse ``IMG:MASK`` pairs (and the ``--classes`` legend) -> RGB images (H,W,3) uint8 and the masks as labels
+    (``models.support_io.load_support_files``); UsageError on bad input."""
+    from models.labels import parse_classes
+
     if not specs:
         raise UsageError("give at least one --support IMG:MASK (an example image and its mask)")
     if len(specs) > 5:
         warnings.warn(f"{len(specs)} support shots given; the model was trained with 1 to 5", stacklevel=2)
-    images, masks = [], []
-    for spec in specs:
-        if ":" not in spec:
-            raise UsageError(f"--support {spec!r} must be IMG:MASK (an image path, a colon, a mask path)")
-        img_path, mask_path = spec.rsplit(":", 1)
-        img, raw = read_image(img_path), read_image(mask_path)
-        mask = raw.any(axis=2)
-        if mask.shape != img.shape[:2]:
-            if not resize_masks:
-                raise UsageError(f"mask {mask_path!r} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                                 f"{img.shape[1]}x{img.shape[0]}; fix it or pass --resize-masks")
-            mask = cv2.resize(mask.astype(np.uint8), img.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        if not mask.any():
-            raise UsageError(f"mask {mask_path!r} is empty; mark the thing to segment with non-zero pixels")
-        if mask.all():
-            warnings.warn(f"mask {mask_path!r} is all foreground: the negative guide has nothing to learn from",
-                          stacklevel=2)
-        images.append(img)
-        masks.append(mask)
-    return images, masks
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 200)) -> np.ndarray:
-    """(H,W,3) uint8 RGB with the 0/255 mask tinted in ``color`` and outlined; returns RGB uint8."""
-    out = rgb.copy()
-    fg = mask > 0
-    out[fg] = (0.55 * out[fg] + 0.45 * np.asarray(color)).astype(np.uint8)
-    contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, color, 1)
-    return out
+    legend = parse_classes(classes, UsageError) if classes else None
+    return load_support_files(specs, read_image, legend, resize_masks, UsageError)
 
 
 def _check_bundle_crf(bundle: Path, wanted: dict[str, Any]) -> None:
@@ -172,10 +154,14 @@ def segment(cfg: SegmentConfig, given: set[str] | None = None) -> Path:
     if cfg.max_frames < 0:
         raise UsageError(f"--max-frames must be >= 0, got {cfg.max_frames}")
     cfg.check_scales(cfg.imgsz)
-    images, masks = load_support(cfg.support, cfg.resize_masks)
+    images, labels = load_support(cfg.support, cfg.resize_masks, cfg.classes)
     predictor = make_predictor(cfg, given)
-    predictor.set_support(images, masks)
-    if cfg.crf != "none" and cfg.crf_gate:  # the gate's check on the support, once, before the first frame
+    predictor.set_support(images, labels.masks, labels.names)
+    if cfg.crf != "none" and not predictor.crf_supported:
+        warnings.warn(f"the CRF is off: the bundle's crf.onnx takes {predictor.backend.crf_max_labels} labels, this "
+                      f"support has {len(labels.names) + 1} (background and {len(labels.names)} classes); use "
+                      "--backend torch for a multi-class CRF", stacklevel=2)
+    elif cfg.crf != "none" and cfg.crf_gate:  # the gate's check on the support, once, before the first frame
         on, gate = predictor.crf_on, predictor.gate.report()
         print(f"CRF check on the support: mean IoU {gate['support_iou_without_crf']:.3f} without the CRF, "
               f"{gate['support_iou_with_crf']:.3f} with it -> CRF {'on' if on else 'off'} "
@@ -196,6 +182,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
     writer = None
     files = contextlib.ExitStack()  # holds the overlay video's atomic temp path until the loop ends
     fractions: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] | None = {} if predictor.multiclass else None
     seconds, stopped, wall0 = 0.0, "end of source", time.perf_counter()
     window = "microfarm segment (q quits)"
     try:
@@ -205,8 +192,10 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
             seconds += time.perf_counter() - t0
             atomic_write_png(out / "masks" / f"{name}.png", mask)
             fractions[name] = round(float((mask > 0).mean()), 5)
+            if per_class is not None:
+                per_class[name] = class_fractions(mask, predictor.classes)
             if cfg.save_overlay or cfg.show:
-                ov = overlay(frame, mask)
+                ov = overlay(frame, mask, labels=per_class is not None)
                 if cfg.save_overlay and source.is_video:
                     if writer is None:
                         video_tmp = files.enter_context(atomic_path(out / "overlay.mp4"))
@@ -233,7 +222,11 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
             writer.release()
         files.close()
         gate = predictor.gate.report() if cfg.crf != "none" else None
-        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate, predictor.sides)
+        if gate is not None and not predictor.crf_supported:
+            gate.update(crf_on=False, reason=f"the CRF takes {predictor.backend.crf_max_labels} labels, the support "
+                        f"has {len(predictor.classes) + 1}")
+        _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate, predictor.sides,
+                       list(predictor.classes), per_class)
     return out
 
 
@@ -248,16 +241,20 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 
 
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
-                   seconds: float, stopped: str, gate: dict[str, Any] | None, sides: tuple[int, ...]) -> None:
+                   seconds: float, stopped: str, gate: dict[str, Any] | None, sides: tuple[int, ...],
+                   classes: list[str], per_class: dict[str, dict[str, float]] | None) -> None:
     """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
-    CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF); sides: the network's input sides."""
+    CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF); sides: the network's input sides;
+    classes: the support's class names; per_class: per frame, each class's area fraction (None: one class)."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
                "scales": cfg.scale_list(), "input_sides": list(sides),
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,
-               "stopped": stopped, "foreground_fraction": fractions}
+               "stopped": stopped, "classes": classes, "foreground_fraction": fractions}
+    if per_class is not None:
+        summary["class_fraction"] = per_class
     atomic_write_json(out / "summary.json", summary)
 
 
