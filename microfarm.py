@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-encoder": ("robot.train_encoder:cli", "train the convolutional autoencoder on a features dataset"),
     "train-segmenter": ("vision.train:cli", "episodic few-shot training of the guided segmentation network"),
     "eval-segmenter": ("vision.evaluate:cli", "evaluate the segmenter on held-out folds (mIoU, FB-IoU)"),
+    "eval-real": ("vision.eval_real:cli", "score the segmenter on real field photos (Peanut, CWF-788)"),
     "segment": ("vision.cli:cli", "few-shot segmentation of a camera feed, video, image folder or `sim`"),
     "export": ("models.export_cli:cli", "export every model (and the CRF) to an ONNX bundle"),
     "deploy": ("robot.deploy:cli", "run an ONNX bundle on a robot without PyTorch"),

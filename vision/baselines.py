@@ -2,7 +2,11 @@
 
 - ``exg_otsu(image)``: excess green ExG = 2g - r - b on chromatic coordinates (r = R / (R+G+B), ...),
   thresholded with Otsu's method (Woebbecke et al. 1995; the classic plant/soil segmenter). It ignores the
-  support: it finds "green", every plant, not the one species asked for.
+  support: it finds "green", every plant, not the one species asked for. ``exg_otsu(image, chromatic=False)``
+  computes ExG on the channels scaled to 0..1 instead (2G - R - B over 255): dark pixels then have a small ExG
+  instead of a noisy chromaticity, which on real photos of dark, moist soil is by far the stronger baseline
+  (Peanut vegetation IoU 0.79 against 0.51 at 512 px, ``microfarm eval-real``); the simulator table uses the
+  chromatic form.
 - ``HistogramBackprojection``: colour-histogram back-projection from the support. Hue-saturation-value
   histograms of the support's foreground and background pixels give, per colour, the posterior
   P(fg | colour) = pi Hf / (pi Hf + (1 - pi) Hb) (pi: the support's foreground fraction); the map is
@@ -31,12 +35,17 @@ def excess_green(image: np.ndarray) -> np.ndarray:
     return np.where(x.sum(2) < 3, 0.0, exg).astype(np.float32)  # black pixels have no chromaticity
 
 
-def exg_otsu(image: np.ndarray) -> np.ndarray:
+def exg_otsu(image: np.ndarray, chromatic: bool = True) -> np.ndarray:
     """Plant (green) mask of (H,W,3) uint8 RGB: ExG thresholded with Otsu -> (H,W) bool.
 
+    chromatic: ExG on chromatic coordinates (``excess_green``), else on the channels over 255 (2G - R - B).
     An image with (almost) one ExG value has no two classes: everything is background.
     """
-    exg = excess_green(image)
+    if chromatic:
+        exg = excess_green(image)
+    else:
+        x = np.asarray(image, np.float32) / np.float32(255.0)
+        exg = 2 * x[..., 1] - x[..., 0] - x[..., 2]
     lo, hi = float(exg.min()), float(exg.max())
     if hi - lo < 1e-3:
         return np.zeros(exg.shape, bool)

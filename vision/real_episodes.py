@@ -4,7 +4,7 @@ CWF-788's labels mark the crop (cauliflower) against everything else, weeds incl
 
 - ``crop``: the hand-made crop mask, exact;
 - ``vegetation``: every plant pixel, a pseudo-label: the crop mask united with excess green + Otsu
-  (``vision.baselines.exg_otsu``) of the photo, median-filtered (5x5) so that it is made of regions as a hand
+  (``vision.baselines.exg_otsu(chromatic=False)``) of the photo, median-filtered (5x5) so that it is made of regions as a hand
   label is, not of single pixels;
 - ``weed``: the other plants, a pseudo-label: ExG + Otsu minus the crop; pixels within ``RING`` pixels of the
   crop mask's edge are left out of the loss (``IGNORE``), where the two labels disagree most.
@@ -53,7 +53,7 @@ class RealEpisodes:
         if j not in self._labels:
             item = self.items[j]
             crop = self.set.masks(item)["crop"]
-            green = cv2.medianBlur(exg_otsu(self.set.image(item)).astype(np.uint8), 5).astype(bool)
+            green = cv2.medianBlur(exg_otsu(self.set.image(item), chromatic=False).astype(np.uint8), 5).astype(bool)
             ring = cv2.dilate(crop.astype(np.uint8), np.ones((2 * RING + 1,) * 2, np.uint8)).astype(bool) & ~crop
             weed = (green & ~crop & ~ring).astype(np.uint8)
             weed[ring & green] = IGNORE

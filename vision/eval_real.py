@@ -1,0 +1,458 @@
+"""`microfarm eval-real`: the few-shot segmenter on real field photographs (``vision.real_data``).
+
+Sets and tasks (``REAL_SETS``): Peanut (``vegetation``, ``crop``, ``weed``; queries from its fixed split
+"query", supports from "support") and CWF-788 (``crop``; query and supports from its "test" split, the
+supports never the query). For every set x task, ``--episodes`` episodes, deterministic from ``--seed``:
+episode i has one query and up to five supports, each holding at least ``--min-pixels`` pixels of the task's
+class at ``--max-side`` (the usual few-shot protocol); the K-shot support is the first K of them, so 1-shot and
+5-shot see the same queries, and queries go through the eligible ones in shuffled passes before any repeats.
+On exactly those episodes four methods are scored, all at ``--max-side`` against the truth mask:
+
+- ``network``: the guided network alone (no colour prior, no CRF), input ``--imgsz``;
+- ``pipeline``: the default ``microfarm segment`` pipeline, the same network blended with the support's colour
+  histogram (``--colour-prior``), then the CRF (``--crf``) behind the CRF gate (``--crf-gate``);
+- ``exg_otsu``: excess green 2G - R - B (channels over 255) + Otsu (``vision.baselines``; ignores the support:
+  every green pixel); ``exg_chromatic``: the same on chromatic coordinates (the simulator table's form, much
+  weaker on dark soil);
+- ``colour_hist``: colour-histogram back-projection fitted on the support.
+
+Metric per (set, task, shots, method): IoU = the intersections summed over the episodes / the unions summed
+(class-wise foreground IoU, the PASCAL definition), the mean per-episode IoU, the episode count and the
+seconds per episode (the network and pipeline: the guide from the support plus the query; the pipeline's
+includes the gate's check on the supports).
+
+Writes into ``runs/eval-real/<N>/`` (or ``--out``): ``results.json`` (the config and every figure),
+``results.md`` (the table: rows set / task, columns method x shots), ``examples_<set>.png`` (per row one
+episode: support with its mask, query, truth, network, pipeline, ExG) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from microfarm import UsageError, atomic_path, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from models.colour_prior import ColourPriorFlags
+from models.crf_gate import CRFGateFlags
+from models.crf_params import CRFFlags
+from vision.baselines import HistogramBackprojection, exg_otsu
+from vision.real_data import REAL_SETS, RealItem, RealSet
+
+__all__ = ["EvalRealConfig", "Episode", "sample_episodes", "evaluate_real", "markdown_table", "cli", "METHODS"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
+METHODS = ("network", "pipeline", "exg_otsu", "exg_chromatic", "colour_hist")
+LABELS = {"network": "network", "pipeline": "pipeline", "exg_otsu": "ExG+Otsu", "exg_chromatic": "ExG chromatic",
+          "colour_hist": "colour hist"}
+GRID = ("network", "pipeline", "exg_otsu")  # the predictions shown in examples_<set>.png
+MAX_SHOTS = 5
+# which split the query and the supports come from, per set
+SPLITS = {"peanut": ("query", "support"), "cwf788": ("test", "test")}
+
+
+@dataclasses.dataclass
+class EvalRealConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
+    """Evaluate the few-shot segmenter on real field photographs (Peanut, CWF-788): IoU per set x task x shots."""
+
+    set: Literal["all", "peanut", "cwf788"] = dataclasses.field(default="all", metadata={
+        "help": "which real set: peanut, cwf788 or all"})
+    task: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "task(s) to score: vegetation, crop, weed (default: every task of each set; a task a set lacks is "
+                "skipped for it)"})
+    shots: list[int] = dataclasses.field(default_factory=list, metadata={"help": "shot counts, 1..5 (default 1 and 5)"})
+    episodes: int = dataclasses.field(default=100, metadata={"help": "episodes per set x task x shot count"})
+    weights: Path | None = dataclasses.field(default=None, metadata={
+        "help": f"segmenter weights (default: the shipped {DEFAULT_WEIGHTS.name})"})
+    imgsz: int = dataclasses.field(default=256, metadata={"help": "network input side in pixels"})
+    max_side: int = dataclasses.field(default=512, metadata={
+        "help": "photos and masks are scored with their long side shrunk to this many pixels"})
+    crf: Literal["meanfield", "dense", "none"] = dataclasses.field(default="meanfield", metadata={
+        "help": "the pipeline's CRF (as `microfarm segment --crf`): meanfield, dense or none"})
+    min_pixels: int = dataclasses.field(default=200, metadata={
+        "help": "a photo counts for a task (as query or support) when it holds this many of its class's pixels at "
+                "--max-side"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "episode seed (the same episodes for every method)"})
+    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    device: Literal["cpu", "cuda"] = dataclasses.field(default="cpu", metadata={"help": "torch device"})
+    examples: int = dataclasses.field(default=4, metadata={
+        "help": "example rows per set x task in examples_<set>.png (0: no PNG)"})
+    real_root: Path | None = dataclasses.field(default=None, metadata={
+        "help": "folder holding peanut/ and cwf788/ (default: $MICROFARM_REAL_DATA, else ../shared/data/real "
+                "beside the repository)"})
+    out: Path | None = dataclasses.field(default=None, metadata={"help": "output folder (default runs/eval-real/<N>)"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> None:
+        """One-line ``UsageError`` for a bad value (before anything is read or written)."""
+        self.crf_params()
+        self.check_colour_prior()
+        if self.episodes < 1:
+            raise UsageError(f"--episodes must be at least 1, got {self.episodes}")
+        bad = [k for k in self.shots if not 1 <= k <= MAX_SHOTS]
+        if bad:
+            raise UsageError(f"--shots must be in 1..{MAX_SHOTS}, got {bad[0]}")
+        if self.max_side < 32:
+            raise UsageError(f"--max-side must be at least 32, got {self.max_side}")
+        if not 16 <= self.imgsz <= 2048:
+            raise UsageError(f"--imgsz must be in 16..2048, got {self.imgsz}")
+        if self.min_pixels < 1:
+            raise UsageError(f"--min-pixels must be at least 1, got {self.min_pixels}")
+        if self.examples < 0 or self.threads < 0:
+            raise UsageError("--examples and --threads must be >= 0")
+        known = sorted({t for s in self.set_names() for t in REAL_SETS[s]})
+        bad_t = [t for t in self.task if t not in known]
+        if bad_t:
+            where = "any real set" if self.set == "all" else f"the {self.set} set"
+            raise UsageError(f"--task {bad_t[0]!r} is not a task of {where}; choose from: {', '.join(known)}")
+
+    def set_names(self) -> list[str]:
+        return list(REAL_SETS) if self.set == "all" else [self.set]
+
+    def shot_list(self) -> list[int]:
+        return sorted(set(self.shots)) or [1, 5]
+
+    def tasks_of(self, name: str) -> list[str]:
+        """The tasks scored on set ``name``: those asked for that it has (all of its tasks by default)."""
+        return [t for t in REAL_SETS[name] if not self.task or t in self.task]
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """One query and up to ``MAX_SHOTS`` supports; the K-shot episode uses ``supports[:K]``."""
+
+    set: str
+    task: str
+    index: int
+    query: RealItem
+    supports: tuple[RealItem, ...]
+
+
+def _crc(s: str) -> int:
+    return zlib.crc32(s.encode())
+
+
+def sample_episodes(rs: RealSet, task: str, episodes: int, min_pixels: int, max_side: int, seed: int,
+                    max_shots: int = MAX_SHOTS) -> list[Episode]:
+    """``episodes`` episodes of ``task`` on ``rs``, deterministic from ``seed``: queries walk the eligible query
+    photos in shuffled passes; episode i's supports are the first ``max_shots`` eligible photos of a shuffle of
+    the support split (never the query). Eligible: >= ``min_pixels`` of the task's class at ``max_side``.
+    Labels are read lazily (only as far as the shuffles go). [] when no photo is eligible as a query; fewer
+    than ``max_shots`` supports when the split has fewer eligible ones."""
+    qsplit, ssplit = SPLITS[rs.name]
+    queries, pool = rs.items(qsplit), rs.items(ssplit)
+
+    def ok(item: RealItem) -> bool:
+        return rs.pixel_counts(item, max_side)[task] >= min_pixels
+
+    base = [int(seed) & 0xFFFFFFFF, _crc(rs.name), _crc(task)]
+    rng = np.random.default_rng(base)
+    chosen: list[RealItem] = []
+    while len(chosen) < episodes:
+        passed = [queries[j] for j in rng.permutation(len(queries)) if ok(queries[j])]
+        if not passed:
+            return []
+        chosen += passed[:episodes - len(chosen)]
+    out = []
+    for i, q in enumerate(chosen):
+        order = np.random.default_rng([*base, 1, i]).permutation(len(pool))
+        sup: list[RealItem] = []
+        for j in order:
+            if pool[j].stem != q.stem and ok(pool[j]):
+                sup.append(pool[j])
+                if len(sup) == max_shots:
+                    break
+        out.append(Episode(rs.name, task, i, q, tuple(sup)))
+    return out
+
+
+class _Score:
+    """Intersections, unions, per-episode IoUs and seconds of one (set, task, shots, method)."""
+
+    def __init__(self) -> None:
+        self.inter = self.union = 0
+        self.ious: list[float] = []
+        self.seconds = 0.0
+        self.crf_on = 0
+
+    def update(self, pred: np.ndarray, truth: np.ndarray, seconds: float) -> float:
+        i, u = int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred | truth))
+        self.inter += i
+        self.union += u
+        iou = i / u if u else 1.0
+        self.ious.append(iou)
+        self.seconds += seconds
+        return iou
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.ious)
+        return {"iou": self.inter / self.union if self.union else 1.0, "mean_iou": float(np.mean(self.ious)),
+                "episodes": n, "seconds_per_episode": self.seconds / n, "intersection": self.inter,
+                "union": self.union}
+
+
+def _label(cfg: EvalRealConfig) -> str:
+    """The pipeline method in words."""
+    crf = {"meanfield": "mean-field CRF", "dense": "dense CRF", "none": "no CRF"}[cfg.crf]
+    gate = ", gated" if cfg.crf_gate and cfg.crf != "none" else ""
+    return f"network + colour prior {cfg.colour_prior:g} + {crf}{gate}"
+
+
+def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extra: dict[str, Any],
+                  weights: Path, out: Path) -> dict[str, Any]:
+    """Score every method on the episodes of ``cfg``; writes results.json, results.md, examples_<set>.png and
+    summary.json into ``out``; returns the results."""
+    from vision.predictor import FewShotSegmenter
+
+    shots = cfg.shot_list()
+    max_shots = max(shots)
+    network = FewShotSegmenter(model, crf="none", colour_prior=0.0, crf_gate=False, imgsz=cfg.imgsz,
+                               device=cfg.device)
+    pipeline = FewShotSegmenter(model, crf=cfg.crf, colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate,
+                                imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params())
+    t_all = time.perf_counter()
+    plan = {rs.name: {t: sample_episodes(rs, t, cfg.episodes, cfg.min_pixels, cfg.max_side, cfg.seed, max_shots)
+                      for t in cfg.tasks_of(rs.name)} for rs in sets}
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        total = sum(len(eps) for tasks in plan.values() for eps in tasks.values()) * len(shots)
+        bar = tqdm(total=total, desc="eval-real", unit="episode", dynamic_ncols=True)
+
+    def run(method: str, imgs: list[np.ndarray], masks: list[np.ndarray], q: np.ndarray) -> np.ndarray:
+        if method == "network":
+            network.set_support(imgs, masks)
+            return network.predict(q)[1] > 0
+        if method == "pipeline":
+            pipeline.set_support(imgs, masks)
+            return pipeline.predict(q)[1] > 0
+        if method == "exg_otsu":
+            return exg_otsu(q, chromatic=False)
+        if method == "exg_chromatic":
+            return exg_otsu(q)
+        return HistogramBackprojection().fit(imgs, masks).predict(q)
+
+    results: dict[str, Any] = {"command": "eval-real", "methods": list(METHODS), "shots": shots,
+                               "pipeline": _label(cfg), "sets": {}}
+    grids: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for rs in sets:
+            qsplit, ssplit = SPLITS[rs.name]
+            entry: dict[str, Any] = {"query_split": qsplit, "support_split": ssplit, "tasks": {}}
+            results["sets"][rs.name] = entry
+            rows = grids.setdefault(rs.name, [])
+            for task, eps in plan[rs.name].items():
+                scores = {k: {m: _Score() for m in METHODS} for k in shots}
+                skipped: dict[str, str] = {}
+                shown = 0
+                for ep in eps:
+                    q = rs.image(ep.query, cfg.max_side)
+                    truth = rs.masks(ep.query, cfg.max_side)[task]
+                    s_imgs = [rs.image(s, cfg.max_side) for s in ep.supports]
+                    s_masks = [rs.masks(s, cfg.max_side)[task] for s in ep.supports]
+                    for k in shots:
+                        if bar is not None:
+                            bar.update(1)
+                        if len(ep.supports) < k:
+                            skipped[str(k)] = (f"only {len(ep.supports)} {ssplit} photos hold >= {cfg.min_pixels} "
+                                               f"{task} pixels")
+                            continue
+                        preds, ious = {}, {}
+                        for m in METHODS:
+                            t = time.perf_counter()
+                            preds[m] = run(m, s_imgs[:k], s_masks[:k], q)
+                            ious[m] = scores[k][m].update(preds[m], truth, time.perf_counter() - t)
+                        scores[k]["pipeline"].crf_on += int(pipeline.crf != "none" and pipeline.crf_on)
+                        if k == shots[0] and shown < cfg.examples:
+                            shown += 1
+                            rows.append({"support": s_imgs[0], "support_mask": s_masks[0], "query": q, "truth": truth,
+                                         "preds": {m: preds[m] for m in GRID}, "ious": {m: ious[m] for m in GRID},
+                                         "title": f"{task}, {k}-shot\nquery {ep.query.stem}"})
+                cell: dict[str, Any] = {"queries": len({ep.query.stem for ep in eps})}
+                if not eps:
+                    cell["skipped"] = f"no {qsplit} photo holds >= {cfg.min_pixels} {task} pixels at --max-side"
+                for k in shots:
+                    if scores[k]["network"].ious:
+                        cell[str(k)] = {m: scores[k][m].summary() for m in METHODS}
+                        if cfg.crf != "none":
+                            cell[str(k)]["pipeline"]["crf_kept"] = (scores[k]["pipeline"].crf_on
+                                                                    / len(scores[k]["pipeline"].ious))
+                if skipped:
+                    cell["skipped_shots"] = skipped
+                entry["tasks"][task] = cell
+    finally:
+        if bar is not None:
+            bar.close()
+    results["seconds_per_episode"] = _overall_seconds(results)
+    results["seconds"] = time.perf_counter() - t_all
+    results["weights"] = str(weights)
+    results["weights_extra"] = extra
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    results["config"]["shots"] = shots
+    results["config"]["real_root"] = str(sets[0].root.parent) if sets else None
+    table = markdown_table(results)
+    written = ["results.json", "results.md"]
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", table)
+    for name, rows in grids.items():
+        if rows:
+            example_grid(out / f"examples_{name}.png", rows, f"{name}: support (its mask outlined), query, truth "
+                         f"and predictions (magenta; truth outlined in cyan), IoU under each")
+            written.append(f"examples_{name}.png")
+    summary = {"command": "eval-real", "out": str(out), "seconds": round(results["seconds"], 1),
+               "episodes": sum(c[str(k)]["network"]["episodes"] for s in results["sets"].values()
+                               for c in s["tasks"].values() for k in shots if str(k) in c),
+               "sets": {n: list(s["tasks"]) for n, s in results["sets"].items()}, "shots": shots,
+               "iou": {f"{n}/{t}/{k}-shot/{m}": round(c[str(k)][m]["iou"], 4) for n, s in results["sets"].items()
+                       for t, c in s["tasks"].items() for k in shots if str(k) in c for m in METHODS},
+               "seconds_per_episode": {m: round(v, 4) for m, v in results["seconds_per_episode"].items()},
+               "files": [*written, "summary.json"]}
+    atomic_write_json(out / "summary.json", summary)
+    return results
+
+
+def _overall_seconds(results: dict[str, Any]) -> dict[str, float]:
+    """Seconds per episode of each method over every cell."""
+    out = {}
+    for m in results["methods"]:
+        sec = n = 0.0
+        for s in results["sets"].values():
+            for c in s["tasks"].values():
+                for k in results["shots"]:
+                    if str(k) in c:
+                        r = c[str(k)][m]
+                        sec += r["seconds_per_episode"] * r["episodes"]
+                        n += r["episodes"]
+        if n:
+            out[m] = sec / n
+    return out
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """Rows set / task, columns method x shots: IoU (summed intersections / summed unions) in 0..1."""
+    shots, methods = results["shots"], results["methods"]
+    cols = [(m, k) for m in methods for k in shots]
+
+    def table(key: str) -> list[str]:
+        lines = ["| set / task | " + " | ".join(f"{LABELS.get(m, m)} {k}-shot" for m, k in cols) + " |",
+                 "| --- |" + " ---: |" * len(cols)]
+        for name, s in results["sets"].items():
+            for task, c in s["tasks"].items():
+                cells = [f"{c[str(k)][m][key]:.3f}" if str(k) in c else "-" for m, k in cols]
+                lines.append(f"| {name} / {task} | " + " | ".join(cells) + " |")
+        return lines
+
+    cfg = results["config"]
+    eps = sorted({c[str(k)]["network"]["episodes"] for s in results["sets"].values() for c in s["tasks"].values()
+                  for k in shots if str(k) in c})
+    lines = ["IoU (intersections / unions summed over the episodes):", "", *table("iou"), ""]
+    note = (f"{'/'.join(map(str, eps)) or 0} episodes per cell (seed {cfg['seed']}); photos scored with the long side "
+            f"at {cfg['max_side']} px, network input {cfg['imgsz']}x{cfg['imgsz']}; query and every support hold >= "
+            f"{cfg['min_pixels']} pixels of the class. Peanut: queries from its fixed query split (every fifth "
+            "photo), supports from the other 320; CWF-788: query and supports from its test split. network: the "
+            f"guided network alone; pipeline: {results.get('pipeline', 'the segment pipeline')}; ExG+Otsu ignores "
+            "the support; colour hist: the support's colour histogram.")
+    kept = [f"{n}/{t} {k}-shot {100 * c[str(k)]['pipeline']['crf_kept']:.0f}%"
+            for n, s in results["sets"].items() for t, c in s["tasks"].items() for k in shots
+            if str(k) in c and "crf_kept" in c[str(k)]["pipeline"]]
+    if kept:
+        note += " The gate kept the CRF for " + ", ".join(kept) + " of the episodes."
+    sec = results.get("seconds_per_episode") or {}
+    if sec:
+        note += " Seconds per episode: " + ", ".join(f"{LABELS.get(m, m)} {v:.3f}" for m, v in sec.items()) + "."
+    skipped = [f"{n}/{t}: {c['skipped']}" for n, s in results["sets"].items() for t, c in s["tasks"].items()
+               if "skipped" in c]
+    if skipped:
+        note += " Skipped: " + "; ".join(skipped) + "."
+    lines += [note, "", "Mean per-episode IoU:", "", *table("mean_iou")]
+    return "\n".join(lines) + "\n"
+
+
+def _tile(a: np.ndarray, w: int, h: int, nearest: bool = False) -> np.ndarray:
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    out = rgb.copy()
+    cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def example_grid(path: Path, rows: list[dict[str, Any]], title: str, width: int = 240) -> Path:
+    """A grid, one episode per row: support (mask tinted and outlined), query, truth (cyan), and each method's
+    prediction (magenta, the truth outlined in cyan); a header names the columns, IoUs under the predictions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vision.plots import overlay_mask
+
+    names = list(rows[0]["preds"])
+    cols = ["support + mask", "query", "truth", *(LABELS.get(n, n) for n in names)]
+    h0, w0 = rows[0]["query"].shape[:2]
+    height = int(round(width * h0 / w0))
+    col_w = 2.3  # inches per column; a row is a tile of the photos' aspect plus room for its labels
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(col_w * len(cols) + 0.3,
+                                                            0.6 + len(rows) * (col_w * h0 / w0 + 0.35)),
+                             dpi=100, squeeze=False)
+    cyan, magenta = (40, 220, 255), (255, 40, 200)
+    for r, row in enumerate(rows):
+        q = _tile(row["query"], width, height)
+        truth = _tile(row["truth"].astype(np.uint8), width, height, True)
+        tiles = [overlay_mask(_tile(row["support"], width, height),
+                              _tile(row["support_mask"].astype(np.uint8), width, height, True), magenta, 0.4),
+                 q, overlay_mask(q, truth, cyan, 0.45)]
+        tiles += [_outline(overlay_mask(q, _tile(row["preds"][n].astype(np.uint8), width, height, True), magenta, 0.5),
+                           truth, cyan) for n in names]
+        for c, tile in enumerate(tiles):
+            ax = axes[r, c]
+            ax.imshow(tile)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=10, fontweight="bold")
+            if c == 0:
+                ax.set_ylabel(row.get("title", ""), fontsize=9)
+            if c >= 3:
+                ax.set_xlabel(f"IoU {row['ious'][names[c - 3]]:.2f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # keep the top 0.3 inch for the title
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_config(EvalRealConfig, argv, prog="microfarm eval-real")
+    cfg.validate()
+    sets = [RealSet(name, cfg.real_root) for name in cfg.set_names()]  # RealDataMissing before anything is written
+    weights = Path(cfg.weights) if cfg.weights is not None else DEFAULT_WEIGHTS
+    import torch
+
+    from models.guided_net import load_guided_net
+    from models.weights import WeightsError
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for but CUDA is not available; use --device cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        model, extra = load_guided_net(weights, cfg.device)
+    except WeightsError as e:
+        raise UsageError(str(e).replace("\n", " ")) from None
+    out = next_run_dir("eval-real", cfg.out)
+    res = evaluate_real(cfg, sets, model, extra, weights, out)
+    print(markdown_table(res))
+    files = ["results.json", "results.md", *(f"examples_{n}.png" for n in res["sets"]), "summary.json"]
+    print(f"wrote {', '.join(f for f in files if (out / f).is_file())} into {out}")
+    return 0
