@@ -4,8 +4,8 @@ CWF-788's labels mark the crop (cauliflower) against everything else, weeds incl
 
 - ``crop``: the hand-made crop mask, exact;
 - ``vegetation``: every plant pixel, a pseudo-label: the crop mask united with excess green + Otsu
-  (``vision.baselines.exg_otsu(chromatic=False)``) of the photo, median-filtered (5x5) so that it is made of regions as a hand
-  label is, not of single pixels;
+  (``vision.baselines.exg_otsu(chromatic=False)``) of the photo, median-filtered (5x5) so that it is made of
+  regions as a hand label is, not of single pixels;
 - ``weed``: the other plants, a pseudo-label: ExG + Otsu minus the crop; pixels within ``RING`` pixels of the
   crop mask's edge are left out of the loss (``IGNORE``), where the two labels disagree most.
 
