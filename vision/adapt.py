@@ -10,7 +10,9 @@ compact encoder's stride-16 stage) at a tenth of the learning rate. Batch-norm s
 
 ``adapt(model, classes, seconds=..., steps=...)`` returns a new model (the input is not changed) and a report;
 ``classes`` holds, per class, (images (H,W,3) uint8 RGB, masks (H,W) bool/0-1): one entry for a binary support,
-K entries for a K-class one (each class against everything else, as the network was trained).
+K entries for a K-class one (each class against everything else, as the network was trained;
+``vision.adapt_flags.support_classes`` builds it from a support's images and label masks). The command-line
+flags (``AdaptFlags``) live in the torch-free ``vision.adapt_flags``.
 """
 
 from __future__ import annotations
@@ -18,20 +20,18 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from microfarm import UsageError
 from models.guided_net import GuidedNet
+from vision.adapt_flags import ADAPT_PARTS, AdaptFlags, AdaptPart, support_classes
 from vision.augment import colour_shift, strong_augment
 from vision.train_data import seg_loss
 
-__all__ = ["adapt", "adapt_parameters", "AdaptPart", "ADAPT_PARTS"]
-
-AdaptPart = Literal["head", "last"]
-ADAPT_PARTS: tuple[str, ...] = ("head", "last")
+__all__ = ["adapt", "adapt_parameters", "support_classes", "AdaptFlags", "AdaptPart", "ADAPT_PARTS"]
 
 
 def adapt_parameters(model: GuidedNet, part: str) -> list[dict[str, Any]]:

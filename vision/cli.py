@@ -37,6 +37,7 @@ from models.crf_params import CRFFlags, crf_flag
 from models.labels import ClassFlags, SupportLabels, class_fractions
 from models.scales import ScaleFlags
 from models.support_io import load_support_files
+from vision.adapt_flags import AdaptFlags
 from vision.overlay import overlay
 from vision.sources import Source, open_source, read_image
 
@@ -44,7 +45,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "
 
 
 @dataclasses.dataclass
-class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags, ClassFlags):
+class SegmentConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags, ClassFlags, AdaptFlags):
     """Few-shot segmentation of a camera feed: show 1-5 annotated examples, segment every frame."""
 
     support: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -154,8 +155,13 @@ def segment(cfg: SegmentConfig, given: set[str] | None = None) -> Path:
     if cfg.max_frames < 0:
         raise UsageError(f"--max-frames must be >= 0, got {cfg.max_frames}")
     cfg.check_scales(cfg.imgsz)
+    cfg.check_adapt()
+    if cfg.adapting and cfg.backend != "torch":
+        raise UsageError("--adapt fine-tunes the torch weights: use --backend torch, save them with --save-adapted "
+                         "PATH and bundle them with `microfarm export --segmenter PATH`")
     images, labels = load_support(cfg.support, cfg.resize_masks, cfg.classes)
     predictor = make_predictor(cfg, given)
+    adapted = _adapt(cfg, predictor, images, labels) if cfg.adapting else None
     predictor.set_support(images, labels.masks, labels.names)
     if cfg.crf != "none" and not predictor.crf_supported:
         warnings.warn(f"the CRF is off: the bundle's crf.onnx takes {predictor.backend.crf_max_labels} labels, this "
@@ -170,13 +176,30 @@ def segment(cfg: SegmentConfig, given: set[str] | None = None) -> Path:
     out = next_run_dir("segment", cfg.out)
     (out / "masks").mkdir(exist_ok=True)
     try:
-        frames = _loop(cfg, predictor, source, out)
+        frames = _loop(cfg, predictor, source, out, adapted)
     finally:
         source.close()
     return frames
 
 
-def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path:
+def _adapt(cfg: SegmentConfig, predictor: Any, images: list[np.ndarray], labels: SupportLabels) -> dict[str, Any]:
+    """Fine-tune the predictor's network on the support (``vision.adapt``), swap it in, save it if asked."""
+    from models.guided_net import save_guided_net
+    from vision.adapt import adapt, support_classes
+
+    net, report = adapt(predictor.model, support_classes(images, labels.masks, len(labels.names)),
+                        seconds=cfg.adapt, steps=cfg.adapt_steps, part=cfg.adapt_part, seed=cfg.seed)
+    predictor.set_model(net)
+    print(f"adapted the {report['part']} to the support in {report['steps']} steps, {report['seconds']:.1f} s "
+          f"(loss {report['loss_first']:.3f} -> {report['loss_last']:.3f})")
+    if cfg.save_adapted is not None:
+        save_guided_net(net, cfg.save_adapted, extra={"adapted_from": str(cfg.weights or DEFAULT_WEIGHTS),
+                                                      "adapt": report, "support": cfg.support})
+        report["saved"] = str(cfg.save_adapted)
+    return report
+
+
+def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path, adapted: dict[str, Any] | None) -> Path:
     total = source.length if cfg.max_frames == 0 else min(cfg.max_frames, source.length or cfg.max_frames)
     bar = tqdm(total=total, desc="segment", unit="frame", disable=total is None)
     writer = None
@@ -226,7 +249,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path) -> Path
             gate.update(crf_on=False, reason=f"the CRF takes {predictor.backend.crf_max_labels} labels, the support "
                         f"has {len(predictor.classes) + 1}")
         _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate, predictor.sides,
-                       list(predictor.classes), per_class)
+                       list(predictor.classes), per_class, adapted)
     return out
 
 
@@ -242,17 +265,19 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
                    seconds: float, stopped: str, gate: dict[str, Any] | None, sides: tuple[int, ...],
-                   classes: list[str], per_class: dict[str, dict[str, float]] | None) -> None:
+                   classes: list[str], per_class: dict[str, dict[str, float]] | None,
+                   adapted: dict[str, Any] | None = None) -> None:
     """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
     CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF); sides: the network's input sides;
-    classes: the support's class names; per_class: per frame, each class's area fraction (None: one class)."""
+    classes: the support's class names; per_class: per frame, each class's area fraction (None: one class);
+    adapted: the adaptation's report (``vision.adapt.adapt``; None without --adapt)."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
                "scales": cfg.scale_list(), "input_sides": list(sides),
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,
-               "stopped": stopped, "classes": classes, "foreground_fraction": fractions}
+               "stopped": stopped, "classes": classes, "adapted": adapted, "foreground_fraction": fractions}
     if per_class is not None:
         summary["class_fraction"] = per_class
     atomic_write_json(out / "summary.json", summary)

@@ -70,3 +70,10 @@ class FewShotSegmenter(SegmentationPipeline):
         self.model = backend.model
         super().__init__(backend, crf, int(imgsz), input_sides(int(imgsz), scales, UsageError), threshold,
                          colour_prior, crf_gate, SupportError, RuntimeError)
+
+    def set_model(self, model: GuidedNet) -> None:
+        """Swap the network (e.g. for one adapted to the support by ``vision.adapt``); the support is cleared, so
+        call ``set_support`` again (its guides come from the network)."""
+        self.backend.model = model.to(self.device).eval()
+        self.model = self.backend.model
+        self._reset(("foreground",), None)
