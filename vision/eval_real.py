@@ -35,22 +35,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 
-from microfarm import UsageError, atomic_path, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
 from models.colour_prior import ColourPriorFlags
 from models.crf_gate import CRFGateFlags
 from models.crf_params import CRFFlags
+from vision.adapt_flags import AdaptFlags
 from vision.baselines import HistogramBackprojection, exg_otsu
+from vision.eval_real_report import example_grid, markdown_table, overall_seconds
 from vision.real_data import REAL_SETS, RealItem, RealSet
 
 __all__ = ["EvalRealConfig", "Episode", "sample_episodes", "evaluate_real", "markdown_table", "cli", "METHODS"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "segmenter.safetensors"
 METHODS = ("network", "pipeline", "exg_otsu", "exg_chromatic", "colour_hist")
-LABELS = {"network": "network", "pipeline": "pipeline", "exg_otsu": "ExG+Otsu", "exg_chromatic": "ExG chromatic",
-          "colour_hist": "colour hist"}
+ADAPTED = ("network_adapted", "pipeline_adapted")  # with --adapt / --adapt-steps: the same after adaptation
 GRID = ("network", "pipeline", "exg_otsu")  # the predictions shown in examples_<set>.png
 MAX_SHOTS = 5
 # which split the query and the supports come from, per set
@@ -58,7 +58,7 @@ SPLITS = {"peanut": ("query", "support"), "cwf788": ("test", "test")}
 
 
 @dataclasses.dataclass
-class EvalRealConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
+class EvalRealConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, AdaptFlags):
     """Evaluate the few-shot segmenter on real field photographs (Peanut, CWF-788): IoU per set x task x shots."""
 
     set: Literal["all", "peanut", "cwf788"] = dataclasses.field(default="all", metadata={
@@ -93,6 +93,9 @@ class EvalRealConfig(ColourPriorFlags, CRFFlags, CRFGateFlags):
         """One-line ``UsageError`` for a bad value (before anything is read or written)."""
         self.crf_params()
         self.check_colour_prior()
+        self.check_adapt()
+        if self.save_adapted is not None:
+            raise UsageError("--save-adapted belongs to `microfarm segment`; eval-real adapts a copy per episode")
         if self.episodes < 1:
             raise UsageError(f"--episodes must be at least 1, got {self.episodes}")
         bad = [k for k in self.shots if not 1 <= k <= MAX_SHOTS]
@@ -226,7 +229,28 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
         total = sum(len(eps) for tasks in plan.values() for eps in tasks.values()) * len(shots)
         bar = tqdm(total=total, desc="eval-real", unit="episode", dynamic_ncols=True)
 
+    methods = METHODS + (ADAPTED if cfg.adapting else ())
+    adapted_net = adapted_pipe = None
+    if cfg.adapting:
+        adapted_net = FewShotSegmenter(model, crf="none", colour_prior=0.0, crf_gate=False, imgsz=cfg.imgsz,
+                                       device=cfg.device)
+        adapted_pipe = FewShotSegmenter(model, crf=cfg.crf, colour_prior=cfg.check_colour_prior(),
+                                        crf_gate=cfg.crf_gate, imgsz=cfg.imgsz, device=cfg.device,
+                                        crf_params=cfg.crf_params())
+
     def run(method: str, imgs: list[np.ndarray], masks: list[np.ndarray], q: np.ndarray) -> np.ndarray:
+        if method in ADAPTED:
+            seg = adapted_net if method == "network_adapted" else adapted_pipe
+            assert seg is not None
+            if method == "network_adapted":  # one adaptation per episode, shared by both adapted methods
+                from vision.adapt import adapt
+
+                net, _ = adapt(model, [(imgs, masks)], seconds=cfg.adapt, steps=cfg.adapt_steps,
+                               part=cfg.adapt_part, seed=cfg.seed, progress=False)
+                adapted_net.set_model(net)  # type: ignore[union-attr]
+                adapted_pipe.set_model(net)  # type: ignore[union-attr]
+            seg.set_support(imgs, masks)
+            return seg.predict(q)[1] > 0
         if method == "network":
             network.set_support(imgs, masks)
             return network.predict(q)[1] > 0
@@ -239,7 +263,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
             return exg_otsu(q)
         return HistogramBackprojection().fit(imgs, masks).predict(q)
 
-    results: dict[str, Any] = {"command": "eval-real", "methods": list(METHODS), "shots": shots,
+    results: dict[str, Any] = {"command": "eval-real", "methods": list(methods), "shots": shots,
                                "pipeline": _label(cfg), "sets": {}}
     grids: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -249,7 +273,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
             results["sets"][rs.name] = entry
             rows = grids.setdefault(rs.name, [])
             for task, eps in plan[rs.name].items():
-                scores = {k: {m: _Score() for m in METHODS} for k in shots}
+                scores = {k: {m: _Score() for m in methods} for k in shots}
                 skipped: dict[str, str] = {}
                 shown = 0
                 for ep in eps:
@@ -265,7 +289,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
                                                f"{task} pixels")
                             continue
                         preds, ious = {}, {}
-                        for m in METHODS:
+                        for m in methods:
                             t = time.perf_counter()
                             preds[m] = run(m, s_imgs[:k], s_masks[:k], q)
                             ious[m] = scores[k][m].update(preds[m], truth, time.perf_counter() - t)
@@ -280,7 +304,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
                     cell["skipped"] = f"no {qsplit} photo holds >= {cfg.min_pixels} {task} pixels at --max-side"
                 for k in shots:
                     if scores[k]["network"].ious:
-                        cell[str(k)] = {m: scores[k][m].summary() for m in METHODS}
+                        cell[str(k)] = {m: scores[k][m].summary() for m in methods}
                         if cfg.crf != "none":
                             cell[str(k)]["pipeline"]["crf_kept"] = (scores[k]["pipeline"].crf_on
                                                                     / len(scores[k]["pipeline"].ious))
@@ -290,7 +314,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
     finally:
         if bar is not None:
             bar.close()
-    results["seconds_per_episode"] = _overall_seconds(results)
+    results["seconds_per_episode"] = overall_seconds(results)
     results["seconds"] = time.perf_counter() - t_all
     results["weights"] = str(weights)
     results["weights_extra"] = extra
@@ -311,125 +335,11 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
                                for c in s["tasks"].values() for k in shots if str(k) in c),
                "sets": {n: list(s["tasks"]) for n, s in results["sets"].items()}, "shots": shots,
                "iou": {f"{n}/{t}/{k}-shot/{m}": round(c[str(k)][m]["iou"], 4) for n, s in results["sets"].items()
-                       for t, c in s["tasks"].items() for k in shots if str(k) in c for m in METHODS},
+                       for t, c in s["tasks"].items() for k in shots if str(k) in c for m in methods},
                "seconds_per_episode": {m: round(v, 4) for m, v in results["seconds_per_episode"].items()},
                "files": [*written, "summary.json"]}
     atomic_write_json(out / "summary.json", summary)
     return results
-
-
-def _overall_seconds(results: dict[str, Any]) -> dict[str, float]:
-    """Seconds per episode of each method over every cell."""
-    out = {}
-    for m in results["methods"]:
-        sec = n = 0.0
-        for s in results["sets"].values():
-            for c in s["tasks"].values():
-                for k in results["shots"]:
-                    if str(k) in c:
-                        r = c[str(k)][m]
-                        sec += r["seconds_per_episode"] * r["episodes"]
-                        n += r["episodes"]
-        if n:
-            out[m] = sec / n
-    return out
-
-
-def markdown_table(results: dict[str, Any]) -> str:
-    """Rows set / task, columns method x shots: IoU (summed intersections / summed unions) in 0..1."""
-    shots, methods = results["shots"], results["methods"]
-    cols = [(m, k) for m in methods for k in shots]
-
-    def table(key: str) -> list[str]:
-        lines = ["| set / task | " + " | ".join(f"{LABELS.get(m, m)} {k}-shot" for m, k in cols) + " |",
-                 "| --- |" + " ---: |" * len(cols)]
-        for name, s in results["sets"].items():
-            for task, c in s["tasks"].items():
-                cells = [f"{c[str(k)][m][key]:.3f}" if str(k) in c else "-" for m, k in cols]
-                lines.append(f"| {name} / {task} | " + " | ".join(cells) + " |")
-        return lines
-
-    cfg = results["config"]
-    eps = sorted({c[str(k)]["network"]["episodes"] for s in results["sets"].values() for c in s["tasks"].values()
-                  for k in shots if str(k) in c})
-    lines = ["IoU (intersections / unions summed over the episodes):", "", *table("iou"), ""]
-    note = (f"{'/'.join(map(str, eps)) or 0} episodes per cell (seed {cfg['seed']}); photos scored with the long side "
-            f"at {cfg['max_side']} px, network input {cfg['imgsz']}x{cfg['imgsz']}; query and every support hold >= "
-            f"{cfg['min_pixels']} pixels of the class. Peanut: queries from its fixed query split (every fifth "
-            "photo), supports from the other 320; CWF-788: query and supports from its test split. network: the "
-            f"guided network alone; pipeline: {results.get('pipeline', 'the segment pipeline')}; ExG+Otsu ignores "
-            "the support; colour hist: the support's colour histogram.")
-    kept = [f"{n}/{t} {k}-shot {100 * c[str(k)]['pipeline']['crf_kept']:.0f}%"
-            for n, s in results["sets"].items() for t, c in s["tasks"].items() for k in shots
-            if str(k) in c and "crf_kept" in c[str(k)]["pipeline"]]
-    if kept:
-        note += " The gate kept the CRF for " + ", ".join(kept) + " of the episodes."
-    sec = results.get("seconds_per_episode") or {}
-    if sec:
-        note += " Seconds per episode: " + ", ".join(f"{LABELS.get(m, m)} {v:.3f}" for m, v in sec.items()) + "."
-    skipped = [f"{n}/{t}: {c['skipped']}" for n, s in results["sets"].items() for t, c in s["tasks"].items()
-               if "skipped" in c]
-    if skipped:
-        note += " Skipped: " + "; ".join(skipped) + "."
-    lines += [note, "", "Mean per-episode IoU:", "", *table("mean_iou")]
-    return "\n".join(lines) + "\n"
-
-
-def _tile(a: np.ndarray, w: int, h: int, nearest: bool = False) -> np.ndarray:
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-
-
-def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    out = rgb.copy()
-    cv2.drawContours(out, contours, -1, colour, 1)
-    return out
-
-
-def example_grid(path: Path, rows: list[dict[str, Any]], title: str, width: int = 240) -> Path:
-    """A grid, one episode per row: support (mask tinted and outlined), query, truth (cyan), and each method's
-    prediction (magenta, the truth outlined in cyan); a header names the columns, IoUs under the predictions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vision.plots import overlay_mask
-
-    names = list(rows[0]["preds"])
-    cols = ["support + mask", "query", "truth", *(LABELS.get(n, n) for n in names)]
-    h0, w0 = rows[0]["query"].shape[:2]
-    height = int(round(width * h0 / w0))
-    col_w = 2.3  # inches per column; a row is a tile of the photos' aspect plus room for its labels
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(col_w * len(cols) + 0.3,
-                                                            0.6 + len(rows) * (col_w * h0 / w0 + 0.35)),
-                             dpi=100, squeeze=False)
-    cyan, magenta = (40, 220, 255), (255, 40, 200)
-    for r, row in enumerate(rows):
-        q = _tile(row["query"], width, height)
-        truth = _tile(row["truth"].astype(np.uint8), width, height, True)
-        tiles = [overlay_mask(_tile(row["support"], width, height),
-                              _tile(row["support_mask"].astype(np.uint8), width, height, True), magenta, 0.4),
-                 q, overlay_mask(q, truth, cyan, 0.45)]
-        tiles += [_outline(overlay_mask(q, _tile(row["preds"][n].astype(np.uint8), width, height, True), magenta, 0.5),
-                           truth, cyan) for n in names]
-        for c, tile in enumerate(tiles):
-            ax = axes[r, c]
-            ax.imshow(tile)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(cols[c], fontsize=10, fontweight="bold")
-            if c == 0:
-                ax.set_ylabel(row.get("title", ""), fontsize=9)
-            if c >= 3:
-                ax.set_xlabel(f"IoU {row['ious'][names[c - 3]]:.2f}", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # keep the top 0.3 inch for the title
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 def cli(argv: list[str]) -> int:

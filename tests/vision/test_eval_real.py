@@ -73,10 +73,27 @@ def test_fake_tree_runs_end_to_end(tmp_path):
     assert (out / "examples_cwf788.png").is_file()
 
 
+def test_adapted_rows_on_the_same_episodes(tmp_path):
+    """With --adapt-steps the network and the pipeline are scored again after adapting to each episode's support."""
+    root = fake_tree(tmp_path / "real")
+    out = tmp_path / "o"
+    rc = microfarm.main(["eval-real", "--real-root", str(root), "--set", "cwf788", "--episodes", "2", "--shots", "1",
+                         "--max-side", "32", "--imgsz", "32", "--min-pixels", "10", "--examples", "0",
+                         "--no-progress", "--crf", "none", "--adapt-steps", "2", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["methods"][-2:] == ["network_adapted", "pipeline_adapted"]
+    cell = res["sets"]["cwf788"]["tasks"]["crop"]["1"]
+    assert cell["network_adapted"]["episodes"] == cell["network"]["episodes"] == 2
+    assert "network adapted 1-shot" in (out / "results.md").read_text()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--shots", "7"], "--shots"), (["--episodes", "0"], "--episodes"), (["--max-side", "16"], "--max-side"),
     (["--colour-prior", "1.5"], "--colour-prior"), (["--set", "cwf788", "--task", "weed"], "weed"),
     (["--task", "leaf"], "leaf"), (["--crf", "fancy"], "--crf"), (["--real-root", "/nonexistent"], "/nonexistent"),
+    (["--adapt", "-2"], "--adapt"), (["--adapt", "many"], "--adapt"),
+    (["--adapt", "1", "--save-adapted", "a.safetensors"], "eval-real adapts a copy"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, capsys):
     out = tmp_path / "kept"
