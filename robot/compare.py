@@ -236,10 +236,10 @@ def _status(cfg: Any, run_dir: Path) -> str:
 def _run_one(cfg_dict: dict[str, Any], resume: bool) -> dict[str, Any]:
     """Run one exploration (in a worker); returns its summary and metrics text (for Ray without a shared FS)."""
     from robot.explore import ExploreConfig, run
-    from robot.registry import ROBOTS, register_robot
+    from robot.registry import register_robot, split_robot_name
 
     cfg = ExploreConfig(**cfg_dict)
-    if ":" in cfg.robot and cfg.robot not in ROBOTS:  # an entry point "module:Class"
+    if ":" in cfg.robot and split_robot_name(cfg.robot)[1] is None:  # an entry point "module:Class", not "files:DIR"
         register_robot(cfg.robot, cfg.robot)
     if resume:
         cfg = dataclasses.replace(cfg, resume=cfg.out)

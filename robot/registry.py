@@ -1,4 +1,8 @@
-"""Robots by name, with string entry points so that `robot` never imports `sim` unless asked."""
+"""Robots by name, with string entry points so that `robot` never imports `sim` unless asked.
+
+``make_robot("NAME:ARG")`` passes ``ARG`` (a string) as the first argument of the robot registered as ``NAME``:
+``files:DIR`` is ``FileCameraRobot(DIR)``, frames replayed from a folder (``microfarm deploy --robot files:DIR``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from robot.base import Robot, RobotError
 
 ROBOTS: dict[str, str] = {
     "sim": "sim.robot:SimRobot",
+    "files": "robot.file_camera:FileCameraRobot",
 }
 
 
@@ -23,11 +28,31 @@ def register_robot(name: str, entry_point: str) -> None:
     ROBOTS[name] = entry_point
 
 
+def split_robot_name(name: str) -> tuple[str, str | None]:
+    """``"files:DIR"`` -> ``("files", "DIR")``; a registered name (even one with a colon) -> ``(name, None)``."""
+    if name in ROBOTS or ":" not in name:
+        return name, None
+    key, arg = name.split(":", 1)
+    return (key, arg) if key in ROBOTS else (name, None)
+
+
 def make_robot(name: str, **kwargs: Any) -> Robot:
-    """Build the robot registered as ``name``; unknown names list the available ones."""
-    if name not in ROBOTS:
-        close = difflib.get_close_matches(name, list(ROBOTS), n=1)
+    """Build the robot registered as ``name`` (``NAME:ARG``: with ``ARG`` as its first argument); unknown names
+    list the available ones. A robot whose module needs a missing extra (``sim``: pybullet) raises
+    ``ModuleNotFoundError`` saying which ``pip install 'microfarm[...]'`` brings it."""
+    key, arg = split_robot_name(name)
+    if key not in ROBOTS:
+        close = difflib.get_close_matches(key.split(":", 1)[0], list(ROBOTS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownRobotError(f"unknown robot {name!r}{hint}; available: {', '.join(sorted(ROBOTS))}")
-    module, cls = ROBOTS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    module, cls = ROBOTS[key].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        from microfarm import missing_dependency
+
+        msg = missing_dependency(e)
+        if msg is None:
+            raise
+        raise ModuleNotFoundError(msg, name=e.name) from None
+    return getattr(mod, cls)(*(() if arg is None else (arg,)), **kwargs)

@@ -10,8 +10,18 @@ from typing import Literal
 
 import pytest
 
-from microfarm import UsageError, atomic_path, atomic_write_text, available_commands, next_run_dir, parse_config
-from tests.conftest import ROOT
+from microfarm import (
+    EXTRAS,
+    UsageError,
+    atomic_path,
+    atomic_write_text,
+    available_commands,
+    missing_dependency,
+    next_run_dir,
+    parse_config,
+    run_command,
+)
+from tests.conftest import ROOT, write_support
 
 
 @dataclasses.dataclass
@@ -67,3 +77,51 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def _without(modules: list[str], argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``microfarm ARGV`` in a fresh interpreter where importing any of ``modules`` fails as if not installed."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.modules.update(dict.fromkeys({modules!r}));"
+            f"from microfarm import main; sys.exit(main({argv!r}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("blocked", "argv", "extra"), [
+    (["torch", "torchvision"], ["segment", "--backend", "torch", "--support", "{support}", "--source", "{tmp}"],
+     "train"),
+    (["pybullet"], ["render", "--help"], "sim"),  # the subcommand's module itself needs it
+    (["pybullet"], ["segment", "--backend", "onnx", "--bundle", "{tmp}", "--support", "{support}", "--source", "sim"],
+     None),  # not a bundle: the usual one-line error, before the sim source is opened
+])
+def test_missing_extra_exits_2_naming_the_extra(tmp_path: Path, blocked: list[str], argv: list[str],
+                                                extra: str | None) -> None:
+    support = write_support(tmp_path)
+    proc = _without(blocked, [a.format(support=support, tmp=tmp_path) for a in argv], tmp_path)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    if extra is not None:
+        assert f"{blocked[0]} is not installed" in err[0] and f"pip install 'microfarm[{extra}]'" in err[0], err
+
+
+def test_sim_robot_without_pybullet_names_the_extra(tmp_path: Path) -> None:
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.modules['pybullet'] = None\n"
+            "from robot.registry import make_robot\n"
+            "try:\n    make_robot('sim')\nexcept ModuleNotFoundError as e:\n    print(e)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "pybullet is not installed; it comes with: pip install 'microfarm[sim]'" in proc.stdout, proc.stderr
+
+
+def test_run_command_maps_only_known_modules(capsys: pytest.CaptureFixture[str]) -> None:
+    def needs(name: str):
+        def fn(argv: list[str]) -> int:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return fn
+
+    assert run_command(needs("torch._C"), [], "microfarm x") == 2
+    assert capsys.readouterr().err.strip() == ("microfarm x: error: torch is not installed; it comes with: "
+                                               "pip install 'microfarm[train]'")
+    assert run_command(needs("ray"), [], "microfarm x") == 2 and "microfarm[cluster]" in capsys.readouterr().err
+    with pytest.raises(ModuleNotFoundError):  # one of ours or a typo: a bug, shown with its traceback
+        run_command(needs("vision.nonexistent"), [], "microfarm x")
+    assert set(EXTRAS.values()) == {"train", "sim", "cluster"}
+    assert "onnxruntime-gpu" in (missing_dependency(ModuleNotFoundError(name="onnxruntime")) or "")

@@ -105,3 +105,27 @@ def test_bad_input_exits_2_with_one_line(bundle: Path, support: str, tmp_path: P
     assert microfarm_main(["deploy", *make(bundle, support, tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_segment_session_on_recorded_frames(bundle: Path, support: str, tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[:, 20 + 8 * i:] = (40, 180, 40)
+        cv2.imwrite(str(frames / f"{i:04d}.png"), img)
+    out = tmp_path / "out"
+    assert microfarm_main(["deploy", "--bundle", str(bundle), "--robot", f"files:{frames}", "--task", "segment",
+                           "--support", support, "--steps", "4", "--save-masks", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 4 and s["robot"] == f"files:{frames}" and "segment" in s["latency_ms"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"step_{k:06d}.png" for k in range(4)]
+    assert cv2.imread(str(out / "masks" / "step_000003.png"), 0).shape == (48, 64)  # the 4th step: frame 0 again
+
+
+def test_files_robot_without_a_folder_exits_2(bundle: Path, support: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert microfarm_main(["deploy", "--bundle", str(bundle), "--robot", f"files:{tmp_path}/none", "--task",
+                           "segment", "--support", support, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot build robot" in err[0] and "does not exist" in err[0], err
