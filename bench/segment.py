@@ -1,6 +1,10 @@
 """Segmentation speed and CRF gain, side by side in one run.
 
-    python bench/segment.py [--weights PATH] [--data data/seg] [--episodes 200] [--frames 100] [--threads 2]
+    python bench/segment.py [--weights PATH] [--compare PATH] [--data data/seg] [--episodes 200] [--frames 100]
+                            [--threads 2]
+
+0. With ``--compare``: the predictor's time per 256x256 frame for ``--weights`` and each ``--compare`` file, side
+   by side (e.g. the compact and the EfficientNet-Lite0 backbones).
 
 1. Per-frame latency of ``FewShotSegmenter.predict`` at 256x256 (no CRF, the default colour prior) with the
    guide reused (computed once by ``set_support``) versus recomputed for every frame (``set_support`` +
@@ -121,6 +125,31 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
     print(f"      CRF gate's check, once per support set (mean-field, 256x256 shots): {', '.join(checks)}")
 
 
+def bench_backbones(models: dict[str, GuidedNet], frames: int, rounds: int) -> None:
+    """Per-frame predict at 256x256 (guide reused, the default colour prior, no CRF) for each model, interleaved."""
+    img = _rgb(EXAMPLES / "im1.png", (256, 256))
+    mask = _rgb(EXAMPLES / "anno1.png", (256, 256), nearest=True).any(2)
+    query = _rgb(EXAMPLES / "im2.png", (256, 256))
+    segs = {n: FewShotSegmenter(m, crf="none", imgsz=256) for n, m in models.items()}
+    for seg in segs.values():
+        seg.set_support([img], [mask])
+        for _ in range(3):
+            seg.predict(query)
+    best = dict.fromkeys(segs, float("inf"))
+    for _ in range(rounds):
+        for n, seg in segs.items():
+            t = time.perf_counter()
+            for _ in range(frames):
+                seg.predict(query)
+            best[n] = min(best[n], (time.perf_counter() - t) / frames)
+    first = next(iter(best.values()))
+    print(f"\n0) backbones side by side: predict at 256x256, 1 shot, guide reused, colour prior, no CRF "
+          f"(ms per frame, best of {rounds} rounds of {frames}; torch threads={torch.get_num_threads()})")
+    for n, v in best.items():
+        met = "met" if v <= 0.030 else "NOT met"
+        print(f"   {n:<40} {1000 * v:7.1f} ms  {v / first:5.2f}x  target <= 30 ms: {met}")
+
+
 def _example_unaries(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """im1 resized to ``size`` (W,H) and the unary probabilities of pydensecrf's example from anno1."""
     from pydensecrf.utils import unary_from_labels
@@ -212,8 +241,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores)")
+    ap.add_argument("--compare", type=Path, action="append", default=[],
+                    help="other weights to time beside --weights first (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare:
+        named = {str(p): load_guided_net(p)[0] for p in [args.weights, *args.compare]}
+        bench_backbones(named, args.frames, args.rounds)
     if args.weights.is_file():
         model, _ = load_guided_net(args.weights)
         print(f"weights: {args.weights}")
