@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from microfarm import run_command
+from microfarm_toolkit import run_command
 from robot.explore_cli import cli
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 "$PY" -c "
 import sys; sys.path.insert(0, '.')
 from pathlib import Path
-from models.export_cli import ExportConfig, export_bundle, write_demo_sources
+from robot.export_cli import ExportConfig, export_bundle, write_demo_sources
 run, seg = write_demo_sources(Path('$TMP/src'), tiny=False)
 export_bundle(ExportConfig(out=Path('$TMP/bundle'), explore_run=run, segmenter=seg, imgsz=256, fp16=True,
               eval_frames=8), log=lambda m: None)

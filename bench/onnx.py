@@ -40,7 +40,7 @@ def timeit(fn, iters: int, warmup: int = 3, sync=None) -> tuple[float, float]:
 
 
 def build_bundle(folder: Path, imgsz: int, variants: bool, calib: int) -> Path:
-    from models.export_cli import ExportConfig, export_bundle, write_demo_sources
+    from robot.export_cli import ExportConfig, export_bundle, write_demo_sources
 
     run, seg = write_demo_sources(folder / "src", tiny=False)
     return export_bundle(ExportConfig(out=folder / "bundle", explore_run=run, segmenter=seg, imgsz=imgsz,

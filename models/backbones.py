@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 
 __all__ = ["BACKBONES", "Backbone", "EfficientNetBackbone", "build_backbone", "load_state_dict_file",
            "pretrained_weights"]

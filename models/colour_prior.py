@@ -19,13 +19,12 @@ episodes of the simulator the average beat both at 1 and 5 shots (README, "The c
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["ColourHistogram", "ColourPriorFlags", "blend", "DEFAULT_COLOUR_PRIOR"]
+__all__ = ["ColourHistogram", "blend", "DEFAULT_COLOUR_PRIOR"]
 
 DEFAULT_COLOUR_PRIOR = 0.5
 
@@ -111,21 +110,3 @@ def blend(net_fg: np.ndarray, colour_fg: np.ndarray, weight: float) -> np.ndarra
     """(1 - weight) net_fg + weight colour_fg, both (H,W) float32 in [0, 1] -> (H,W) float32."""
     w = np.float32(weight)
     return ((np.float32(1) - w) * net_fg + w * colour_fg).astype(np.float32)
-
-
-@dataclasses.dataclass
-class ColourPriorFlags:
-    """``--colour-prior W``: a base of the configs of ``microfarm segment``, ``eval-segmenter`` and ``deploy``."""
-
-    colour_prior: float = dataclasses.field(default=DEFAULT_COLOUR_PRIOR, metadata={
-        "help": "weight W of the support's colour histogram in the foreground probability, "
-                "(1-W) network + W colour (0: the network alone)"})
-
-    def check_colour_prior(self) -> float:
-        """The weight, or a one-line ``UsageError`` if it is outside [0, 1]."""
-        from microfarm import UsageError
-
-        w = float(self.colour_prior)
-        if not 0.0 <= w <= 1.0:
-            raise UsageError(f"--colour-prior must be in [0, 1] (0 = the network alone), got {self.colour_prior}")
-        return w

@@ -13,14 +13,13 @@ is judged on the mean IoU over the classes each support mask shows.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 
 from models.labels import decide
 
-__all__ = ["CRFGate", "CRFGateFlags", "support_crf_gain", "keeps_crf"]
+__all__ = ["CRFGate", "support_crf_gain", "keeps_crf"]
 
 Fused = Callable[[np.ndarray], np.ndarray]  # (H,W,3) uint8 RGB -> (H,W) P(fg) or (K,H,W) class probs, float32
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (probs as fused gives them, rgb) -> the same after the CRF
@@ -106,12 +105,3 @@ class CRFGate:
             return {"enabled": self.enabled}
         return {"enabled": True, "support_iou_without_crf": round(self.last[0], 4),
                 "support_iou_with_crf": round(self.last[1], 4), "crf_on": keeps_crf(*self.last)}
-
-
-@dataclasses.dataclass
-class CRFGateFlags:
-    """``--crf-gate / --no-crf-gate`` for the configs of ``microfarm segment``, ``eval-segmenter`` and ``deploy``."""
-
-    crf_gate: bool = dataclasses.field(default=True, metadata={
-        "help": "run the CRF only for supports where it does not lower the IoU on the support images themselves "
-                "(checked once per support set; --no-crf-gate always runs it)"})

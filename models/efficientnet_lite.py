@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 
 __all__ = ["EfficientNetLite0", "MissingPretrainedWeights", "pretrained_path", "BLOCKS", "INPUT_MEAN", "INPUT_STD",
            "PRETRAINED_PACKAGE", "TAP_BLOCKS", "TAP_CHANNELS"]

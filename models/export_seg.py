@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 from models.guided_net import GuidedNet
-from models.onnx_export import OPSET, _io_desc, check_onnx, save_checked, sha256_file
+from models.onnx_export import OPSET, check_onnx, io_desc, save_checked, sha256_file
 from models.runtime import BUNDLE_FORMAT, CONTRACT_KEY
 
 __all__ = ["GuideExport", "SegmentExport", "export_model", "versions", "BUNDLE_FORMAT", "CONTRACT_KEY",
@@ -106,7 +106,7 @@ def export_model(module: nn.Module, example: Sequence[Tensor], path: str | Path,
                                  dynamic_axes=dynamic_axes or None, dynamo=True, opset_version=OPSET,
                                  external_data=False, verbose=False)
     model = prog.model_proto
-    inputs, outputs = _io_desc(model.graph.input), _io_desc(model.graph.output)
+    inputs, outputs = io_desc(model.graph.input), io_desc(model.graph.output)
     entry: dict[str, Any] = {"file": path.name, "opset": OPSET, "inputs": inputs, "outputs": outputs,
                              **(contract or {}), "versions": versions()}
     del model.metadata_props[:]

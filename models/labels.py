@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["MAX_CLASSES", "PALETTE", "ClassSpec", "SupportLabels", "ClassFlags", "parse_classes", "as_legend",
+__all__ = ["MAX_CLASSES", "PALETTE", "ClassSpec", "SupportLabels", "parse_classes", "as_legend",
            "interpret_masks", "class_distribution", "decide", "legend_text",
            "class_fractions"]
 
@@ -223,19 +223,3 @@ def class_fractions(labels: np.ndarray, names: tuple[str, ...] | list[str]) -> d
     """(H,W) uint8 labels 0..K -> {class name: fraction of the frame with that label}, 5 decimals."""
     counts = np.bincount(labels.ravel(), minlength=len(names) + 1)
     return {n: round(float(counts[k + 1] / labels.size), 5) for k, n in enumerate(names)}
-
-
-@dataclasses.dataclass
-class ClassFlags:
-    """``--classes NAME=R,G,B`` for the configs of ``microfarm segment`` and ``deploy``."""
-
-    classes: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "a class of a multi-class support mask, repeatable: NAME=R,G,B (its colour in a colour-coded mask, "
-                "RGB) or NAME=V (its value in a gray/indexed mask); forces that reading of the masks (default: "
-                "gray values 1..K are classes, one value/colour = binary)"})
-
-    def class_legend(self) -> tuple[ClassSpec, ...] | None:
-        """The legend, or None without --classes; a one-line ``UsageError`` for a malformed entry."""
-        from microfarm import UsageError
-
-        return parse_classes(self.classes, UsageError) if self.classes else None

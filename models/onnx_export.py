@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from microfarm import atomic_path, atomic_write_json
+from microfarm_toolkit import atomic_path, atomic_write_json
 
-__all__ = ["OnnxExportError", "export_onnx", "save_checked", "sha256_file", "write_manifest", "check_onnx"]
+__all__ = ["OnnxExportError", "export_onnx", "save_checked", "sha256_file", "write_manifest", "check_onnx",
+           "io_desc"]
 
 OPSET = 18
 
@@ -41,7 +42,8 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _io_desc(values: Sequence[Any]) -> list[dict[str, Any]]:
+def io_desc(values: Sequence[Any]) -> list[dict[str, Any]]:
+    """An ONNX graph's inputs or outputs as the manifest lists them: name, shape (dynamic axes by name), dtype."""
     import onnx
 
     out = []
@@ -118,7 +120,7 @@ def export_onnx(module: nn.Module, example_inputs: Sequence[torch.Tensor], path:
     diff = check_onnx(path, feeds, refs, atol, rtol)
     loaded = onnx.load(str(path))
     return {"file": path.name, "sha256": sha256_file(path), "opset": OPSET,
-            "inputs": _io_desc(loaded.graph.input), "outputs": _io_desc(loaded.graph.output),
+            "inputs": io_desc(loaded.graph.input), "outputs": io_desc(loaded.graph.output),
             "metadata": meta, "max_abs_diff_vs_torch": diff}
 
 

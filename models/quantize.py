@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 
 __all__ = ["to_fp16", "to_int8"]
 

@@ -253,12 +253,3 @@ class Runtime:
     def crf(self, probs: np.ndarray, image: np.ndarray) -> np.ndarray:
         """probs [N,2,H,W], image [N,3,H,W] RGB 0..255 -> refined probs [N,2,H,W]."""
         return self._run("crf", {"probs": probs, "image": image})
-
-
-def __getattr__(name: str) -> Any:
-    """``models.runtime.OnnxSegmenter`` still imports (it moved to ``models.onnx_segmenter`` in session 8)."""
-    if name == "OnnxSegmenter":
-        from models.onnx_segmenter import OnnxSegmenter
-
-        return OnnxSegmenter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,10 +13,9 @@ Cost: the network's time grows with the sum of the squared ratios (1 and 2: 5x; 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_SCALES", "ScaleFlags", "input_sides", "check_ratios"]
+__all__ = ["DEFAULT_SCALES", "input_sides", "check_ratios"]
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0,)
 MAX_SCALE = 8.0
@@ -48,26 +47,3 @@ def check_ratios(scales: Sequence[float], error: type[Exception] = ValueError) -
             raise error(f"--scales {r:g} is not valid: give ratios of --imgsz in (0, {MAX_SCALE:g}], e.g. --scales 1 "
                         "--scales 2")
     return ratios
-
-
-@dataclasses.dataclass
-class ScaleFlags:
-    """``--scales R`` for the configs of ``microfarm segment``, ``eval-segmenter`` and ``deploy``."""
-
-    scales: list[float] = dataclasses.field(default_factory=list, metadata={
-        "help": "run the network at --imgsz times each R and average the probabilities (repeatable: --scales 1 "
-                "--scales 2 helps thin species such as chickweed, costs broad leaves ~1 point, ~5x the network's time; "
-                "default: 1)"})
-
-    def scale_list(self) -> list[float]:
-        """The ratios as given, or ``DEFAULT_SCALES``."""
-        return [float(r) for r in self.scales] or list(DEFAULT_SCALES)
-
-    def check_scales(self, imgsz: int | None) -> list[float]:
-        """The ratios, or a one-line ``UsageError`` for a bad one (and, given ``imgsz``, for a bad input side);
-        called before any weights or bundle are loaded."""
-        from microfarm import UsageError
-
-        if imgsz:
-            input_sides(imgsz, self.scales, UsageError)
-        return check_ratios(self.scales, UsageError)

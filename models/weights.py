@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 
 __all__ = ["WeightsError", "WeightsNotFoundError", "WeightsMismatchError", "save_weights", "load_weights",
            "read_metadata", "load_into"]

@@ -50,8 +50,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from microfarm import UsageError, _converter, _field_type, atomic_write_json, atomic_write_text, next_run_dir
-from robot.compare_report import CURVE_KEYS, _fmt, aggregate, write_report
+from microfarm_toolkit import (
+    UsageError,
+    UsageParser,
+    atomic_write_json,
+    atomic_write_text,
+    field_type,
+    flag_converter,
+    flag_name,
+    next_run_dir,
+)
+from robot.compare_report import CURVE_KEYS, aggregate, fmt_value, write_report
 
 __all__ = ["cli", "CompareSpec", "parse_args", "conditions", "aggregate", "write_report", "CURVE_KEYS"]
 
@@ -73,17 +82,8 @@ class CompareSpec:
 
 
 # -- parsing ------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:
-        raise UsageError(message)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _value_converter(name: str, tp: Any) -> Callable[[str], Any]:
-    inner = _field_type(tp)
+    inner = field_type(tp)
     if inner is bool:
         def conv_bool(s: str) -> bool:
             v = s.strip().lower()
@@ -91,19 +91,19 @@ def _value_converter(name: str, tp: Any) -> Callable[[str], Any]:
                 return True
             if v in ("false", "no", "off", "0"):
                 return False
-            raise UsageError(f"{_flag(name)} expects true or false, got {s!r}")
+            raise UsageError(f"{flag_name(name)} expects true or false, got {s!r}")
         return conv_bool
     if get_origin(inner) is list:
         (item,) = get_args(inner) or (str,)
-        one = _converter(name, item)
+        one = flag_converter(name, item)
 
         def conv_list(s: str) -> list[Any]:
             parts = [p for p in s.replace("x", ",").split(",") if p.strip()]
             if not parts:
-                raise UsageError(f"{_flag(name)} expects comma-separated values (e.g. 320,320), got {s!r}")
+                raise UsageError(f"{flag_name(name)} expects comma-separated values (e.g. 320,320), got {s!r}")
             return [one(p.strip()) for p in parts]
         return conv_list
-    base = _converter(name, tp)
+    base = flag_converter(name, tp)
     if inner is not tp:  # Optional: "none" is None
         return lambda s: None if s.strip().lower() == "none" else base(s)
     return base
@@ -118,7 +118,7 @@ def _explore_fields() -> list[tuple[dataclasses.Field[Any], Any]]:
 
 def parse_args(argv: Sequence[str]) -> CompareSpec:
     """The grid from command-line flags; ``UsageError`` on anything wrong."""
-    parser = _Parser(prog="microfarm compare", description=(__doc__ or "").split("\n")[0],
+    parser = UsageParser(prog="microfarm compare", description=(__doc__ or "").split("\n")[0],
                      usage="microfarm compare [--seeds N] [--seed-start S] [--workers W | --ray auto|ADDRESS] "
                            "[--out DIR] [--no-progress] [--<explore-flag> VALUE [VALUE ...]] ...",
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
@@ -136,9 +136,9 @@ def parse_args(argv: Sequence[str]) -> CompareSpec:
     for f, tp in fields:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         default = COMPARE_DEFAULTS.get(f.name, default)
-        inner = _field_type(tp)
+        inner = field_type(tp)
         meta = "{" + ",".join(map(str, get_args(inner))) + "}" if get_origin(inner) is Literal else "V"
-        parser.add_argument(_flag(f.name), dest=f.name, nargs="+", default=None, metavar=meta,
+        parser.add_argument(flag_name(f.name), dest=f.name, nargs="+", default=None, metavar=meta,
                             help=f"{f.metadata.get('help', '')} (default {default})")
     ns, unknown = parser.parse_known_args(list(argv))
     if unknown:
@@ -184,7 +184,7 @@ def conditions(spec: CompareSpec) -> list[tuple[str, dict[str, Any]]]:
         values = dict(zip(names, combo, strict=True))
         size = values.get("memory_size", spec.fixed.get("memory_size", 320))
         shown = {k: v for k, v in values.items() if not (size == 0 and k in MEMORY_ONLY)}
-        name = ",".join(f"{k}={_fmt(v)}" for k, v in shown.items()) or "default"
+        name = ",".join(f"{k}={fmt_value(v)}" for k, v in shown.items()) or "default"
         if name in seen:
             continue
         seen.add(name)
@@ -205,11 +205,11 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _make_config(spec: CompareSpec, values: dict[str, Any], seed: int, out: Path) -> Any:
-    from robot.explore import ExploreConfig, _validate
+    from robot.explore import ExploreConfig, validate_config
 
     kw = {**spec.fixed, **values, "seed": seed, "out": out, "progress": False}
     cfg = ExploreConfig(**kw)
-    _validate(cfg)
+    validate_config(cfg)
     return cfg
 
 

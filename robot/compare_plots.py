@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 
 __all__ = ["plot_curves"]
 

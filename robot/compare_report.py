@@ -14,9 +14,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from microfarm import atomic_write_text
+from microfarm_toolkit import atomic_write_text
 
-__all__ = ["aggregate", "write_report", "rise", "CURVE_KEYS", "CURVE_TITLES", "TABLE_METRICS", "TABLE_TITLES"]
+__all__ = ["aggregate", "write_report", "rise", "fmt_value", "CURVE_KEYS", "CURVE_TITLES", "TABLE_METRICS",
+           "TABLE_TITLES"]
 
 CURVE_KEYS = ("fwd_mse", "inv_mse", "area", "forgetting", "rise")
 CURVE_TITLES = {"fwd_mse": "forward model test MSE (code)", "inv_mse": "inverse model test MSE (motor)",
@@ -24,7 +25,8 @@ CURVE_TITLES = {"fwd_mse": "forward model test MSE (code)", "inv_mse": "inverse 
                 "rise": "error rise above best so far"}
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A grid value as condition names and tables show it (lists as ``320x320``)."""
     if isinstance(v, list):
         return "x".join(map(str, v))
     if isinstance(v, float):
@@ -146,7 +148,7 @@ def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]
     header = ["condition", *axes, "n"] + [f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "std")]
     lines = [",".join(header)]
     for name, a in agg.items():
-        vals = [_fmt(a["values"].get(k, "")) if k in a["values"] else "" for k in axes]
+        vals = [fmt_value(a["values"].get(k, "")) if k in a["values"] else "" for k in axes]
         nums = [f"{a['stats'][m][i]:.6g}" for m in TABLE_METRICS for i in (0, 1)]
         lines.append(",".join([f'"{name}"', *vals, str(a["n"]), *nums]))
     atomic_write_text(root / "table.csv", "\n".join(lines) + "\n")

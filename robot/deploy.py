@@ -26,11 +26,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from microfarm import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
-from models.colour_prior import ColourPriorFlags
-from models.crf_gate import CRFGateFlags
-from models.labels import ClassFlags, ClassSpec, class_fractions
-from models.scales import ScaleFlags
+from microfarm_toolkit import UsageError, atomic_write_bytes, atomic_write_json, next_run_dir, parse_config
+from models.flags import ClassFlags, ColourPriorFlags, CRFGateFlags, ScaleFlags
+from models.labels import ClassSpec, class_fractions
 
 __all__ = ["DeployConfig", "deploy", "cli", "percentiles"]
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from microfarm import UsageError, next_run_dir
+from microfarm_toolkit import UsageError, next_run_dir
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
@@ -45,7 +45,8 @@ from robot.interest import make_interest
 from robot.memory import EpisodicMemory
 from robot.online import OnlineModels, TrainingDivergedError
 
-__all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError"]
+__all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError",
+           "validate_config"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 # images per encoder batch: the paper encoder's first conv output is 4 MB per 64x64 image, so a batch of 256
@@ -127,7 +128,8 @@ def load_encoder(path: Path, arm: str = "gantry") -> ConvAutoencoder:
     return ae.eval()
 
 
-def _validate(cfg: ExploreConfig) -> None:
+def validate_config(cfg: ExploreConfig) -> None:
+    """A one-line ``UsageError`` for the first bad value of ``cfg`` (``microfarm explore`` and ``compare``)."""
     checks = [(cfg.steps >= 1, "--steps must be >= 1"), (cfg.n_goals >= 1, "--n-goals must be >= 1"),
               (cfg.test_size >= 50, "--test-size must be >= 50"), (cfg.memory_size >= 0, "--memory-size >= 0"),
               (0 <= cfg.memory_prob <= 1, "--memory-prob must be in [0, 1]"),
@@ -172,7 +174,7 @@ def _observe(robot: Robot, motors: np.ndarray) -> np.ndarray:
 def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
     """Run (or resume) an exploration; returns the run folder. ``robot``: a connected or unconnected Robot
     (default ``make_robot(cfg.robot, arm=cfg.arm, ...)``)."""
-    _validate(cfg)
+    validate_config(cfg)
     resume = cfg.resume
     ckpt = load_checkpoint(Path(resume)) if resume is not None else None
     out = Path(resume) if resume is not None else next_run_dir("explore", cfg.out)

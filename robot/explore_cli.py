@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from microfarm import parse_config
+from microfarm_toolkit import parse_config
 
 __all__ = ["cli"]
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy.spatial import ConvexHull, QhullError
 
-from microfarm import UsageError, atomic_path
+from microfarm_toolkit import UsageError, atomic_path
 
 __all__ = ["Tracker", "save_checkpoint", "load_checkpoint", "region_of", "N_REGIONS"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from microfarm import atomic_path, atomic_write_json
+from microfarm_toolkit import atomic_path, atomic_write_json
 from models.autoencoder import PREPROCESS_SCALE, ConvAutoencoder
 from models.onnx_export import export_onnx, write_manifest
 from models.weights import save_weights

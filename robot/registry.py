@@ -13,7 +13,7 @@ from typing import Any
 from robot.base import Robot, RobotError
 
 ROBOTS: dict[str, str] = {
-    "sim": "sim.robot:SimRobot",
+    "sim": "robot.sim_robot:SimRobot",
     "files": "robot.file_camera:FileCameraRobot",
 }
 
@@ -49,7 +49,7 @@ def make_robot(name: str, **kwargs: Any) -> Robot:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
-        from microfarm import missing_dependency
+        from microfarm_toolkit import missing_dependency
 
         msg = missing_dependency(e)
         if msg is None:

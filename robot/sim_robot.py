@@ -1,4 +1,9 @@
-"""`SimRobot`: the `Robot` interface over a simulated camera arm (a Gymnasium env of ours)."""
+"""`SimRobot`: the `Robot` interface over a simulated camera arm (a Gymnasium env of `sim`).
+
+The robot side of the simulator (docs/architecture.md): `robot` reaches `sim` only here and in the export command
+(`robot.export_cli`), and `sim` knows nothing of `Robot`. Registered as ``sim`` (``robot.registry``); importing this
+module loads pybullet.
+"""
 
 from __future__ import annotations
 

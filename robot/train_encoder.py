@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from microfarm import UsageError, atomic_path, atomic_write_json, next_run_dir, parse_config
+from microfarm_toolkit import UsageError, atomic_path, atomic_write_json, next_run_dir, parse_config
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder, preprocess
 from models.weights import save_weights
 

@@ -1,9 +1,9 @@
-"""The PyBullet microfarm: plant bed, camera arms, Gymnasium envs, SimRobot and the dataset renderer.
+"""The PyBullet microfarm: plant bed, camera arms, Gymnasium envs, the dataset renderer and sample frames.
 
 Importing ``sim`` registers ``microfarm/GantryCamera-v0`` and ``microfarm/ArmCamera-v0``.
 """
 
-from microfarm import quiet_stderr
+from microfarm_toolkit import quiet_stderr
 
 with quiet_stderr():  # pybullet prints its build time on stderr: keep one-line CLI errors one line
     import pybullet  # noqa: F401

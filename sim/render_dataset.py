@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from microfarm import (
+from microfarm_toolkit import (
     UsageError,
     atomic_path,
     atomic_write_json,

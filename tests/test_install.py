@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, write_support
 
-SOURCES = ("pyproject.toml", "README.md", "microfarm.py", "robot", "vision", "sim", "models")
+SOURCES = ("pyproject.toml", "README.md", "microfarm.py", "microfarm_toolkit.py", "robot", "vision", "sim", "models")
 HEAVY = ("torch", "torchvision", "pybullet", "gymnasium", "pydensecrf", "matplotlib", "scipy", "onnx", "onnxscript",
          "safetensors", "minisom", "ray")
 MAX_SITE_PACKAGES_MB = 400  # numpy + opencv-python-headless + onnxruntime are about 330 MB of it
@@ -73,7 +73,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny bundle (untrained models, imgsz 64, CRF, no fp16/int8 variants), exported with the dev install."""
-    from models.export_cli import ExportConfig, export_bundle, write_demo_sources
+    from robot.export_cli import ExportConfig, export_bundle, write_demo_sources
 
     base = tmp_path_factory.mktemp("install_bundle")
     run, seg = write_demo_sources(base / "src", tiny=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 from models.guided_net import GuidedNet
 from vision.adapt_flags import ADAPT_PARTS, AdaptFlags, AdaptPart, support_classes
 from vision.augment import colour_shift, strong_augment

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 
 __all__ = ["AdaptFlags", "AdaptPart", "ADAPT_PARTS", "support_classes"]
 

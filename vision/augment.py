@@ -10,9 +10,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vision.episodes import resize_pair
+__all__ = ["strong_augment", "colour_shift", "resize_pair"]
 
-__all__ = ["strong_augment", "colour_shift"]
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to (size, size): area interpolation for the image, nearest for the mask."""
+    if image.shape[:2] == (size, size):
+        return image, mask
+    return (cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
+            cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
 
 
 def _affine(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,

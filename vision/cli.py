@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from microfarm import (
+from microfarm_toolkit import (
     UsageError,
     atomic_path,
     atomic_write_json,
@@ -31,11 +31,8 @@ from microfarm import (
     next_run_dir,
     parse_config,
 )
-from models.colour_prior import ColourPriorFlags
-from models.crf_gate import CRFGateFlags
-from models.crf_params import CRFFlags, crf_flag
-from models.labels import ClassFlags, SupportLabels, class_fractions
-from models.scales import ScaleFlags
+from models.flags import ClassFlags, ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags, crf_flag
+from models.labels import SupportLabels, class_fractions
 from models.support_io import load_support_files
 from vision.adapt_flags import AdaptFlags
 from vision.overlay import overlay

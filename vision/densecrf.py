@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.crf_params import CRFFlags, CRFParams
+from models.crf_params import CRFParams
 
-__all__ = ["CRFParams", "CRFFlags", "dense_crf"]
+__all__ = ["CRFParams", "dense_crf"]
 
 
 def dense_crf(probs: np.ndarray, image: np.ndarray, params: CRFParams | None = None,

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
+from vision.augment import resize_pair, strong_augment
 
 __all__ = ["SegmentationDataset", "Episode", "EpisodeSampler", "resize_pair"]
 
@@ -101,14 +102,6 @@ class Episode:
     frames: list[int]
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to (size, size): area interpolation for the image, nearest for the mask."""
-    if image.shape[:2] == (size, size):
-        return image, mask
-    return (cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
-            cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
-
-
 class EpisodeSampler:
     """Deterministic few-shot episodes from a ``SegmentationDataset``.
 
@@ -153,8 +146,6 @@ class EpisodeSampler:
             img, msk = self.dataset.image(i), self.dataset.class_mask(i, c)
             if self.augment:
                 assert self.size is not None
-                from vision.augment import strong_augment
-
                 img, msk = strong_augment(img, msk, rng, self.size, "light")
             elif self.size is not None:
                 img, msk = resize_pair(img, msk, self.size)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from microfarm import UsageError
-from models.crf_params import CRFFlags
+from microfarm_toolkit import UsageError
+from models.flags import CRFFlags
 from models.scales import DEFAULT_SCALES
 
 __all__ = ["merge_results", "SAME_CONFIG"]

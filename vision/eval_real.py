@@ -37,10 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from microfarm import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
-from models.colour_prior import ColourPriorFlags
-from models.crf_gate import CRFGateFlags
-from models.crf_params import CRFFlags
+from microfarm_toolkit import UsageError, atomic_write_json, atomic_write_text, next_run_dir, parse_config
+from models.flags import ColourPriorFlags, CRFFlags, CRFGateFlags
 from vision.adapt_flags import AdaptFlags
 from vision.baselines import HistogramBackprojection, exg_otsu
 from vision.eval_real_report import example_grid, markdown_table, overall_seconds

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 
 __all__ = ["LABELS", "markdown_table", "overall_seconds", "example_grid"]
 

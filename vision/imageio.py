@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 from models.imageio import to_mask as _to_mask
 from models.imageio import to_rgb8 as _to_rgb8
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microfarm import atomic_path
+from microfarm_toolkit import atomic_path
 
 __all__ = ["plot_curve", "example_grid", "overlay_mask"]
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR
 from models.guided_net import GuidedNet, load_guided_net
 from models.pipeline import SegmentationPipeline

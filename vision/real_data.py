@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 
 __all__ = ["REAL_SETS", "ENV_VAR", "real_root", "RealDataMissing", "RealItem", "RealSet"]
 

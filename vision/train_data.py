@@ -1,10 +1,10 @@
 """The data side of `microfarm train-segmenter` (``vision.train``): the episode pipeline, the loss and the log.
 
 - ``EpisodeData``: item ``i`` -> one augmented training episode (a module-level class, so DataLoader worker
-  processes can pickle it); ``_StepBatches``: the item indices of each step for one process of a
+  processes can pickle it); ``StepBatches``: the item indices of each step for one process of a
   data-parallel run;
 - ``seg_loss``: cross-entropy + soft Dice on the foreground, ``IGNORE`` pixels left out;
-- ``_read_log`` / ``_flush_log`` / ``_write_plots``: ``log.csv`` and its ``loss.png`` / ``val_miou.png``.
+- ``read_log`` / ``flush_log`` / ``write_plots``: ``log.csv`` and its ``loss.png`` / ``val_miou.png``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from microfarm import UsageError, atomic_write_text
+from microfarm_toolkit import UsageError, atomic_write_text
 from vision.augment import colour_shift, strong_augment
 from vision.episodes import EpisodeSampler, SegmentationDataset
 
 if TYPE_CHECKING:
-    from vision.train import TrainConfig
+    from vision.train_config import TrainConfig
 
-__all__ = ["EpisodeData", "seg_loss", "IGNORE", "LOG_FIELDS"]
+__all__ = ["EpisodeData", "StepBatches", "seg_loss", "IGNORE", "LOG_FIELDS", "read_log", "flush_log", "write_plots"]
 
 IGNORE = 2  # target value of pixels the loss ignores (held-out species in training queries)
 
@@ -127,7 +127,7 @@ class EpisodeData(torch.utils.data.Dataset):
         return s, sm, torch.from_numpy(q).permute(2, 0, 1), torch.from_numpy(qm)
 
 
-class _StepBatches(torch.utils.data.Sampler):
+class StepBatches(torch.utils.data.Sampler):
     """Batches of item indices for steps ``start..steps-1`` of this process (rank) of ``world``."""
 
     def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
@@ -159,7 +159,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice: float) -> torch.T
 
 
 # -- log --------------------------------------------------------------------------------------------------
-def _read_log(path: Path) -> list[dict[str, str]]:
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of ``log.csv`` (none if it does not exist yet)."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
@@ -169,7 +170,8 @@ def _read_log(path: Path) -> list[dict[str, str]]:
 LOG_FIELDS = ["step", "loss", "lr", "shots", "val_miou", "val_fb_iou", "seconds"]
 
 
-def _write_plots(out: Path, rows: list[dict[str, str]]) -> None:
+def write_plots(out: Path, rows: list[dict[str, str]]) -> None:
+    """``loss.png`` and (with validation rows) ``val_miou.png`` of the log rows, in ``out``."""
     from vision.plots import plot_curve
 
     if not rows:
@@ -183,7 +185,8 @@ def _write_plots(out: Path, rows: list[dict[str, str]]) -> None:
                    "validation mIoU")
 
 
-def _flush_log(path: Path, rows: list[dict[str, str]]) -> None:
+def flush_log(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write every log row to ``log.csv`` (atomically: a crash leaves the previous file)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
     w.writeheader()

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from microfarm import main as microfarm_main
-from models.export_checks import write_demo_sources
-from models.export_cli import ExportConfig, export_bundle
+from models.export_sources import write_demo_sources
 from models.onnx_export import sha256_file
 from models.runtime import CONTRACT_KEY, MODEL_NAMES, Runtime
+from robot.export_cli import ExportConfig, export_bundle
 
 IMGSZ = 64
 

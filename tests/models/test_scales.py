@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.scales import ScaleFlags, input_sides
+from models.flags import ScaleFlags
+from models.scales import input_sides
 
 
 def test_input_sides_round_dedupe_and_default() -> None:

@@ -16,8 +16,18 @@ from fake_camera_robot import FakeCameraRobot, tiny_encoder
 import robot.compare as compare
 import robot.compare_report as compare_report
 from microfarm import run_command
+from robot.registry import ROBOTS
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_robots():
+    """An in-process compare run registers its ``module:Class`` robot; later tests see the registry as it was."""
+    saved = dict(ROBOTS)
+    yield
+    ROBOTS.clear()
+    ROBOTS.update(saved)
 
 
 class GridFakeRobot(FakeCameraRobot):
