@@ -93,7 +93,7 @@ def example_grid(path: Path, rows: list[dict[str, Any]], title: str, width: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vision.plots import overlay_mask
+    from vision.plots import draw_grid_row, overlay_mask
 
     names = list(rows[0]["preds"])
     cols = ["support + mask", "query", "truth", *(LABELS.get(n, n) for n in names)]
@@ -112,17 +112,7 @@ def example_grid(path: Path, rows: list[dict[str, Any]], title: str, width: int 
                  q, overlay_mask(q, truth, cyan, 0.45)]
         tiles += [_outline(overlay_mask(q, _tile(row["preds"][n].astype(np.uint8), width, height, True), magenta, 0.5),
                            truth, cyan) for n in names]
-        for c, tile in enumerate(tiles):
-            ax = axes[r, c]
-            ax.imshow(tile)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(cols[c], fontsize=10, fontweight="bold")
-            if c == 0:
-                ax.set_ylabel(row.get("title", ""), fontsize=9)
-            if c >= 3:
-                ax.set_xlabel(f"IoU {row['ious'][names[c - 3]]:.2f}", fontsize=9)
+        draw_grid_row(axes[r], tiles, cols if r == 0 else None, row, names, 9, bold=True)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # keep the top 0.3 inch for the title
     with atomic_path(path) as tmp:

@@ -55,6 +55,24 @@ def overlay_mask(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] 
     return out
 
 
+def draw_grid_row(axes: Sequence, tiles: Sequence[np.ndarray], cols: Sequence[str] | None, row: dict,
+                  names: Sequence[str], fontsize: int, bold: bool = False) -> None:
+    """One row of an examples grid: each tile (H,W,3) uint8 in its axis without ticks; column titles ``cols``
+    (the first row only, else None), the row's ``title`` on the left, "IoU x" under the predictions (column 3 on,
+    from ``row["ious"]`` by ``names``)."""
+    for c, tile in enumerate(tiles):
+        ax = axes[c]
+        ax.imshow(tile)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if cols is not None:
+            ax.set_title(cols[c], fontsize=fontsize + 1, fontweight="bold" if bold else "normal")
+        if c == 0:
+            ax.set_ylabel(row.get("title", ""), fontsize=fontsize)
+        if c >= 3 and "ious" in row:
+            ax.set_xlabel(f"IoU {row['ious'][names[c - 3]]:.2f}", fontsize=fontsize)
+
+
 def example_grid(path: str | Path, rows: Sequence[dict], size: int = 128) -> Path:
     """One row per example: support (with its mask), query, truth, and each named prediction.
 
@@ -79,17 +97,7 @@ def example_grid(path: str | Path, rows: Sequence[dict], size: int = 128) -> Pat
         tiles = [overlay_mask(small(row["support"]), small(row["support_mask"].astype(np.uint8), True)), q,
                  overlay_mask(q, small(row["truth"].astype(np.uint8), True), (40, 220, 255))]
         tiles += [overlay_mask(q, small(row["preds"][n].astype(np.uint8), True)) for n in names]
-        for c, tile in enumerate(tiles):
-            ax = axes[r, c]
-            ax.imshow(tile)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(cols[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(row.get("title", ""), fontsize=8)
-            if c >= 3 and "ious" in row:
-                ax.set_xlabel(f"IoU {row['ious'][names[c - 3]]:.2f}", fontsize=8)
+        draw_grid_row(axes[r], tiles, cols if r == 0 else None, row, names, 8)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
