@@ -100,7 +100,7 @@ def test_shipped_weights_label_two_plants_with_their_two_labels() -> None:
         probs, pred = seg.predict(query[0])
         assert probs.shape == (2, 96, 128)
         for k in (1, 2):
-            assert _iou(pred == k, query[1] == k) > 0.8, (colour_prior, k)
+            assert _iou(pred == k, query[1] == k) > 0.75, (colour_prior, k)
 
 
 @pytest.fixture(scope="module")
