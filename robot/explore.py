@@ -39,8 +39,9 @@ from microfarm_toolkit import UsageError, next_run_dir
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
+from robot.conditions import COLUMNS, ConditionMeter, check_conditions, robot_kwargs
+from robot.explore_setup import setup_state
 from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
-from robot.goals import make_goals
 from robot.interest import make_interest
 from robot.memory import EpisodicMemory
 from robot.online import OnlineModels, TrainingDivergedError
@@ -49,9 +50,6 @@ __all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "Trai
            "validate_config"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
-# images per encoder batch: the paper encoder's first conv output is 4 MB per 64x64 image, so a batch of 256
-# peaked at ~2.2 GB RSS; 32 keeps the run under ~1 GB at the same speed
-ENCODE_BATCH = 32
 
 
 def _f(default: Any, help: str) -> Any:
@@ -95,6 +93,9 @@ class ExploreConfig:
     forget_window: int = _f(200, "iterations without a visit after which a region counts as left")
     leave_region: int = _f(-1, "forgetting probe: quadrant 0-3 that exploration leaves after --leave-at (-1: off)")
     leave_at: int = _f(0, "forgetting probe: last iteration that may visit --leave-region")
+    distractor: str = _f("", "distractor region x0,y0,x1,y1 (bed fractions): leaves in the wind there ('': none)")
+    unreachable_share: float = _f(0.0, "share of the goals built from views the camera cannot reach")
+    unreachable_views: Literal["bed", "height"] = _f("bed", "unreachable views: another bed, or from 0.65 m")
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
     threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
@@ -143,6 +144,7 @@ def validate_config(cfg: ExploreConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UsageError(msg)
+    check_conditions(cfg)
 
 
 class _Interrupt:
@@ -166,11 +168,6 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self.old)
 
 
-def _observe(robot: Robot, motors: np.ndarray) -> np.ndarray:
-    """Images (N, H, W, 3) uint8 seen at each normalised position of ``motors`` (N, D)."""
-    return np.stack([(robot.send_action(m), robot.get_observation()["image"])[1] for m in motors])
-
-
 def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
     """Run (or resume) an exploration; returns the run folder. ``robot``: a connected or unconnected Robot
     (default ``make_robot(cfg.robot, arm=cfg.arm, ...)``)."""
@@ -184,33 +181,12 @@ def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
         from robot.registry import make_robot
 
         robot = make_robot(cfg.robot, arm=cfg.arm, size=ae.cfg.size, seed=cfg.seed, path_frames=cfg.path_frames,
-                           gui=cfg.gui)
+                           gui=cfg.gui, **robot_kwargs(cfg))
     robot.connect()
     try:
         return _run(cfg, robot, ae, out, ckpt)
     finally:
         robot.disconnect()
-
-
-def _setup(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path) -> dict[str, Any]:
-    """Fresh state: test set, goals, models, memory, interest (all seeded)."""
-    D = robot.action_dim
-    lo, hi = robot.action_low, robot.action_high
-    test_motor = np.random.default_rng(cfg.test_seed).uniform(lo, hi, (cfg.test_size, D)).astype(np.float32)
-    test_code = ae.encode_images(_observe(robot, test_motor), ENCODE_BATCH)
-    if cfg.dataset is not None:
-        path = Path(cfg.dataset) / "features.npz"
-        if not path.is_file():
-            raise UsageError(f"no features dataset at {str(cfg.dataset)!r} (missing features.npz); "
-                             f"render one with `microfarm render --task features --arm {cfg.arm} --out DIR`")
-        goal_codes = ae.encode_images(np.load(path)["images"], ENCODE_BATCH)
-    else:
-        views = np.random.default_rng(cfg.seed + 1).uniform(lo, hi, (cfg.goal_samples, D)).astype(np.float32)
-        goal_codes = ae.encode_images(_observe(robot, views), ENCODE_BATCH)
-    goals = make_goals(cfg.goals, goal_codes, cfg.n_goals, seed=cfg.seed)
-    robot.send_action(np.full(D, 0.5, np.float32).clip(lo, hi))  # every run starts in the middle
-    return {"test_motor": test_motor, "test_code": test_code, "goals": goals, "iteration": 0, "elapsed": 0.0,
-            "rng": np.random.default_rng(cfg.seed).bit_generator.state}
 
 
 def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt: dict[str, Any] | None) -> Path:
@@ -221,14 +197,21 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,
                              temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
                              window=cfg.slope_window)
-    st = _setup(cfg, robot, ae, out) if ckpt is None else ckpt["state"]
-    tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window, cfg.leave_region, cfg.leave_at)
+    st = setup_state(cfg, robot, ae) if ckpt is None else ckpt["state"]
+    tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window, cfg.leave_region, cfg.leave_at,
+                      extra_columns=COLUMNS)
+    n_test = len(st["test_motor"])  # checkpoints written before these measures existed lack their masks
+    meter = ConditionMeter(st.get("test_learnable", np.ones(n_test, bool)),
+                           st.get("goal_unreachable", np.zeros(cfg.n_goals, bool)),
+                           st.get("cell_learnable", np.ones(ConditionMeter.cell_centres(D).shape[0], bool)))
     recent_m, recent_c = np.zeros((0, D), np.float32), np.zeros((0, C), np.float32)
     if ckpt is not None:
         models.load_state_dict(ckpt["models"])
         memory.load_state_dict(ckpt["memory"])
         interest.load_state_dict(ckpt["interest"])
         tracker.load_state_dict(ckpt["tracker"])
+        if "conditions" in ckpt:
+            meter.load_state_dict(ckpt["conditions"])
         recent_m, recent_c = ckpt["recent_motor"], ckpt["recent_code"]
         robot.send_action(ckpt["position"])
     rng = np.random.default_rng()
@@ -240,7 +223,8 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     def snapshot(t: int) -> dict[str, Any]:
         return {"state": {**st, "iteration": t, "elapsed": time.perf_counter() - t0, "rng": rng.bit_generator.state},
                 "models": models.state_dict(), "memory": memory.state_dict(), "interest": interest.state_dict(),
-                "tracker": tracker.state_dict(), "recent_motor": recent_m, "recent_code": recent_c,
+                "tracker": tracker.state_dict(), "conditions": meter.state_dict(), "recent_motor": recent_m,
+                "recent_code": recent_c,
                 "position": position, "config": dataclasses.asdict(cfg)}
 
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, disable=not cfg.progress,
@@ -281,9 +265,12 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             pe = float(np.linalg.norm(goals[goal] - models.predict_code(sent)[0]))
             interest.update(goal, pe)
             tracker.add_positions(motors, t)
+            meter.add_move(motors, bool((getattr(robot, "last_info", None) or {}).get("in_distractor", False)),
+                           goal, not random_cmd)
             if t % cfg.log_every == 0 or t == cfg.steps:
-                row = tracker.log(t, models.test_errors(st["test_motor"], st["test_code"]), goal, random_cmd,
-                                  interest.values, losses, memory.stats(t), time.perf_counter() - t0)
+                errs = models.test_errors(st["test_motor"], st["test_code"])
+                row = tracker.log(t, errs, goal, random_cmd, interest.values, losses, memory.stats(t),
+                                  time.perf_counter() - t0, extra=meter.row(errs))
                 bar.set_postfix(fwd=f"{row['fwd_mse']:.3g}", inv=f"{row['inv_mse']:.3g}", refresh=False)
             if t % cfg.checkpoint_every == 0 or stop.flag:
                 save_checkpoint(out / "checkpoint", snapshot(t))

@@ -102,7 +102,7 @@ class Tracker:
     """Explored positions, hull area, per-region forgetting and the metrics CSV (see robot.explore doc)."""
 
     def __init__(self, motor_dim: int, n_goals: int, test_motor: np.ndarray, forget_window: int,
-                 leave_region: int = -1, leave_at: int = 0) -> None:
+                 leave_region: int = -1, leave_at: int = 0, extra_columns: tuple[str, ...] = ()) -> None:
         self.D, self.n_goals, self.window = motor_dim, n_goals, forget_window
         self.leave_region, self.leave_at = int(leave_region), int(leave_at)
         self._leave_base: list[float] = []  # the left region's errors logged in the window before leave_at
@@ -117,7 +117,7 @@ class Tracker:
                         + [f"lp_{g}" for g in range(n_goals)]
                         + ["fwd_loss", "inv_loss", "mem_size", "mem_seen", "mem_replaced", "mem_mean_age",
                            "mem_mean_lp", "forgetting", "regions_left"]
-                        + [f"fwd_mse_r{r}" for r in range(N_REGIONS)] + ["elapsed_s"])
+                        + [f"fwd_mse_r{r}" for r in range(N_REGIONS)] + list(extra_columns) + ["elapsed_s"])
         self._file: Any = None
         self._writer: Any = None
 
@@ -134,7 +134,8 @@ class Tracker:
         self.hull_pts = pts
 
     def log(self, t: int, errs: dict[str, Any], goal: int, random_cmd: bool, lp: np.ndarray,
-            losses: tuple[float, float], mem: dict[str, float], elapsed: float) -> dict[str, float]:
+            losses: tuple[float, float], mem: dict[str, float], elapsed: float,
+            extra: dict[str, float] | None = None) -> dict[str, float]:
         per = errs["fwd_per_sample"]
         reg = np.array([per[self.test_region == r].mean() if np.any(self.test_region == r) else np.nan
                         for r in range(N_REGIONS)])
@@ -158,6 +159,7 @@ class Tracker:
         row.update({"fwd_loss": losses[0], "inv_loss": losses[1], **mem,
                     "forgetting": float(forg.mean()) if len(forg) else 0.0, "regions_left": int(left.sum())})
         row.update({f"fwd_mse_r{r}": float(v) for r, v in enumerate(reg)})
+        row.update(extra or {})
         row["elapsed_s"] = round(elapsed, 3)
         self.rows.append(row)
         if self._writer is not None:

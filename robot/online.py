@@ -178,7 +178,8 @@ class OnlineModels:
         return self.predict(np.zeros((len(c), self.D), np.float32), c)[1]
 
     def test_errors(self, motor: np.ndarray, code: np.ndarray) -> dict[str, Any]:
-        """MSE of both models on a test set; also per-sample forward errors (N,) for regional measures."""
+        """MSE of both models on a test set; also per-sample errors (N,) of each for regional measures."""
         pc, pm = self.predict(motor, code)
-        per = ((pc - code) ** 2).mean(1)
-        return {"fwd_mse": float(per.mean()), "inv_mse": float(((pm - motor) ** 2).mean()), "fwd_per_sample": per}
+        per, inv = ((pc - code) ** 2).mean(1), ((pm - motor) ** 2).mean(1)
+        return {"fwd_mse": float(per.mean()), "inv_mse": float(inv.mean()), "fwd_per_sample": per,
+                "inv_per_sample": inv}

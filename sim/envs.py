@@ -10,7 +10,9 @@
   ``instance_mask`` (H,W) uint16 (0 = no plant); with ``depth=True`` ``depth`` (H,W) float32 metres;
   with ``path_frames=True`` ``path``: a list of ``{"motor": (D,), "image": (H,W,3)}`` at every
   ``path_step`` (normalised units) along the straight line in motor space from the previous position to
-  the new one, the new position last.
+  the new one, the new position last; with a ``distractor`` region (``sim.distractor``) ``in_distractor``
+  (bool: the optical axis meets the soil inside it) and ``distractor_fraction`` (share of the frame's pixels
+  that show it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gymnasium import spaces
 
 from sim.arms import CameraArm, arm_spec
 from sim.camera import Camera, CameraConfig
+from sim.distractor import DistractorRegion
 from sim.scene import Scene, build_scene
 
 
@@ -36,7 +39,9 @@ class CameraArmEnv(gym.Env):
     dof=2), dof (2, or 3 with a height axis), masks/depth/path_frames (extra info), path_step (normalised
     distance between path frames; 5 mm on the gantry = 0.0067), scene_seed (the bed layout; None: drawn
     from reset's seed), randomize (domain randomisation), density (plant count factor), start (initial
-    normalised motor position), render_mode None | "rgb_array" | "human" (PyBullet GUI).
+    normalised motor position), distractor (None, or a box ``(x0, y0, x1, y1)`` of the bed in bed fractions,
+    or its ``"x0,y0,x1,y1"`` string: leaves in the wind there, re-drawn at every render, see
+    ``sim.distractor``), render_mode None | "rgb_array" | "human" (PyBullet GUI).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
@@ -45,6 +50,7 @@ class CameraArmEnv(gym.Env):
                  dof: int = 2, masks: bool = False, depth: bool = False, path_frames: bool = False,
                  path_step: float = 0.005 / 0.75, scene_seed: int | None = 0, randomize: bool = False,
                  density: float = 1.0, start: tuple[float, ...] | None = None,
+                 distractor: tuple[float, float, float, float] | str | None = None,
                  render_mode: str | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
@@ -56,6 +62,8 @@ class CameraArmEnv(gym.Env):
         self.masks, self.depth, self.path_frames, self.path_step = masks, depth, path_frames, path_step
         self.scene_seed, self.randomize, self.density = scene_seed, randomize, density
         self.start = np.asarray(start if start is not None else [0.5] * dof, np.float32)
+        self.distractor = None if distractor is None else DistractorRegion(distractor)  # type: ignore[arg-type]
+        self._wind_rng = np.random.default_rng(0)
         self.render_mode = render_mode
         self.action_space = spaces.Box(0.0, 1.0, (dof,), np.float32)
         self.observation_space = spaces.Dict({
@@ -78,6 +86,7 @@ class CameraArmEnv(gym.Env):
         if self.render_mode == "human":
             p.configureDebugVisualizer(p.COV_ENABLE_RENDERING, 0, physicsClientId=self.client)
         layout_seed = self.scene_seed if self.scene_seed is not None else int(self.np_random.integers(2**31))
+        self._wind_rng = np.random.default_rng([layout_seed if seed is None else seed, 77])
         self.scene = build_scene(self.client, layout_seed, randomize=self.randomize, density=self.density)
         self.arm = CameraArm(self.client, self.arm_name, self.dof, self.height)
         if self.render_mode == "human":
@@ -126,7 +135,10 @@ class CameraArmEnv(gym.Env):
         assert self.arm is not None and self.scene is not None
         pos, rot = self.arm.camera_pose()
         frame = self.camera.render(pos, rot, light=self.scene.render_kwargs())
-        return self.scene.postprocess(frame.rgb, self.np_random)
+        image = self.scene.postprocess(frame.rgb, self.np_random)
+        if self.distractor is not None:
+            image = self.distractor.apply(image, pos, rot, self.camera_config.fov, self._wind_rng)[0]
+        return image
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         assert self.arm is not None and self.scene is not None
@@ -134,8 +146,12 @@ class CameraArmEnv(gym.Env):
         frame = self.camera.render(pos, rot, segmentation=self.masks, depth=self.depth,
                                    light=self.scene.render_kwargs())
         image = self.scene.postprocess(frame.rgb, self.np_random)
-        self._last_image = image
         info: dict[str, Any] = {"camera_xyz": pos.astype(np.float32)}
+        if self.distractor is not None:
+            image, wind = self.distractor.apply(image, pos, rot, self.camera_config.fov, self._wind_rng)
+            info["in_distractor"] = self.distractor.in_region(pos, rot)
+            info["distractor_fraction"] = float(wind.mean())
+        self._last_image = image
         if self.masks:
             assert frame.seg is not None
             info["species_mask"], info["instance_mask"] = self.scene.masks_from_seg(frame.seg)
