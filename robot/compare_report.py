@@ -19,10 +19,14 @@ from microfarm_toolkit import atomic_write_text
 __all__ = ["aggregate", "write_report", "rise", "fmt_value", "CURVE_KEYS", "CURVE_TITLES", "TABLE_METRICS",
            "TABLE_TITLES"]
 
-CURVE_KEYS = ("fwd_mse", "inv_mse", "area", "forgetting", "rise")
+CURVE_KEYS = ("fwd_mse", "inv_mse", "area", "forgetting", "rise", "fwd_mse_learn", "distractor_moves",
+              "coverage_learn")
 CURVE_TITLES = {"fwd_mse": "forward model test MSE (code)", "inv_mse": "inverse model test MSE (motor)",
                 "area": "explored area (convex hull)", "forgetting": "forgetting (regions left)",
-                "rise": "error rise above best so far"}
+                "rise": "error rise above best so far", "fwd_mse_learn": "forward test MSE, learnable part",
+                "distractor_moves": "share of moves into the distractor", "coverage_learn": "learnable cells visited"}
+# issue-18 measures (robot.conditions): runs written before them have NaN there
+CONDITION_KEYS = ("fwd_mse_learn", "inv_mse_learn", "distractor_moves", "unreachable_choices", "coverage_learn")
 
 
 def fmt_value(v: Any) -> str:
@@ -70,9 +74,13 @@ def _time_avg(x: Any, y: Any) -> float:
 
 
 TABLE_METRICS = ("fwd_mse_final", "fwd_mse_auc", "inv_mse_final", "inv_mse_auc", "area_final",
-                 "forgetting_end", "forgetting_rel", "kept_change", "forgetting_auc", "rise_auc", "wall_s")
+                 "forgetting_end", "forgetting_rel", "kept_change", "forgetting_auc", "rise_auc",
+                 "fwd_mse_learn_auc", "inv_mse_learn_auc", "distractor_moves_final", "unreachable_choices_final",
+                 "coverage_learn_final", "wall_s")
 TABLE_TITLES = ("fwd MSE final", "fwd MSE AUC", "inv MSE final", "inv MSE AUC", "area final", "forgetting end",
-                "forgetting rel", "kept-region change", "forgetting AUC", "rise AUC", "wall s")
+                "forgetting rel", "kept-region change", "forgetting AUC", "rise AUC", "fwd MSE AUC learnable",
+                "inv MSE AUC learnable", "moves into distractor", "unreachable goal choices", "learnable coverage",
+                "wall s")
 
 
 def _run_measures(cols: dict[str, list[float]], summary: dict[str, Any]) -> dict[str, float]:
@@ -96,6 +104,13 @@ def _run_measures(cols: dict[str, list[float]], summary: dict[str, Any]) -> dict
          "forgetting_rel": math.nan, "kept_change": math.nan,
          "forgetting_auc": _time_avg(it, col["forgetting"]), "rise_auc": _time_avg(it[pre], col["rise"][pre]),
          "wall_s": float(summary.get("wall_time_s", math.nan))}
+    nan = np.full(len(it), math.nan)
+    learn = {k: col.get(k, nan)[pre] for k in CONDITION_KEYS}
+    m.update({"fwd_mse_learn_auc": _time_avg(it[pre], learn["fwd_mse_learn"]),
+              "inv_mse_learn_auc": _time_avg(it[pre], learn["inv_mse_learn"]),
+              "distractor_moves_final": float(learn["distractor_moves"][-1]),
+              "unreachable_choices_final": float(learn["unreachable_choices"][-1]),
+              "coverage_learn_final": float(learn["coverage_learn"][-1])})
     if region >= 0 and f"fwd_mse_r{region}" in col:
         base = (it > leave_at - LEAVE_BASELINE) & (it <= leave_at)
         regs = [r for r in range(4) if f"fwd_mse_r{r}" in col]
@@ -129,17 +144,30 @@ def aggregate(root: Path, conds: list[tuple[str, dict[str, Any]]], seeds: list[i
         it = np.array(runs[0][0]["iteration"][:n_it])
         curves = {}
         for k in CURVE_KEYS:
-            a = np.array([c[k][:n_it] for c, _ in runs], dtype=float)
+            a = np.array([c.get(k, [math.nan] * n_it)[:n_it] for c, _ in runs], dtype=float)
             curves[k] = (a.mean(0), a.std(0))
         measures = [_run_measures(c, s) for c, s in runs]
         stats = {m: (float(np.mean([x[m] for x in measures])), float(np.std([x[m] for x in measures])))
-                 for m in TABLE_METRICS}
+                 for m in TABLE_METRICS}  # NaN where a measure does not apply (no goal-directed move yet)
         result[name] = {"values": values, "n": len(runs), "iteration": it, "curves": curves, "stats": stats}
     return result
 
 
 def _sig(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def shown_curves(agg: dict[str, Any]) -> tuple[str, ...]:
+    """The curve keys worth a figure: those with a finite value that is not 0 in some condition (forgetting
+    without a probe or a left region, and the distractor share without a distractor, are flat zero lines)."""
+    import numpy as np
+
+    def informative(k: str) -> bool:
+        vals = np.concatenate([np.asarray(a["curves"][k][0], float) for a in agg.values()])
+        vals = vals[np.isfinite(vals)]
+        return bool(len(vals)) and bool(np.any(vals != 0))
+
+    return tuple(k for k in CURVE_KEYS if informative(k))
 
 
 def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]:
@@ -169,5 +197,5 @@ def write_report(root: Path, agg: dict[str, Any], axes: list[str]) -> list[Path]
     if agg:
         from robot.compare_plots import plot_curves
 
-        written += plot_curves(root / "figures", agg, CURVE_KEYS, CURVE_TITLES)
+        written += plot_curves(root / "figures", agg, shown_curves(agg), CURVE_TITLES)
     return written

@@ -40,10 +40,10 @@ OTHER_BED = 1000  # scene-seed offset of the other bed
 def check_conditions(cfg: Any) -> None:
     """One-line ``UsageError`` for a bad or contradictory distractor / unreachable-goal setting."""
     if cfg.distractor:
-        from sim.distractor import parse_region
+        from robot.sim_robot import parse_distractor
 
         try:
-            parse_region(cfg.distractor)
+            parse_distractor(cfg.distractor)
         except ValueError as e:
             raise UsageError(f"--distractor: {e}") from None
     if not 0.0 <= cfg.unreachable_share <= 1.0:
@@ -110,7 +110,7 @@ class ConditionMeter:
     @staticmethod
     def cells(motors: np.ndarray) -> np.ndarray:
         """Grid cell index (N,) of normalised positions (N, D) over the first two axes (x only when D = 1)."""
-        m = np.clip(np.atleast_2d(motors), 0.0, 1.0 - 1e-9)
+        m = np.clip(np.atleast_2d(motors).astype(np.float64), 0.0, 1.0 - 1e-9)  # float32 would round to 1
         i = (m[:, 0] * GRID).astype(np.int64)
         j = (m[:, 1] * GRID).astype(np.int64) if m.shape[1] > 1 else np.zeros(len(m), np.int64)
         return j * GRID + i

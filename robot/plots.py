@@ -1,6 +1,8 @@
 """End of an exploration run: plots (PNG), summary.json, weights and the ONNX ``export/`` bundle.
 
-Plots: ``mse.png`` (forward / inverse test MSE and forgetting over iterations), ``interest.png`` (each
+Plots: ``mse.png`` (forward / inverse test MSE over iterations, on the learnable part too when a distractor
+is set; and the forward test MSE per quadrant of the motor square, with the forgetting of left regions when a
+region was left), ``interest.png`` (each
 goal's interest over iterations), ``explored.png`` (explored positions over the bed, coloured by iteration,
 test positions as crosses), ``goals.png`` (the goal codes decoded to images by the autoencoder).
 """
@@ -43,17 +45,31 @@ def _col(rows: list[dict[str, float]], key: str) -> np.ndarray:
 
 
 def plot_run(folder: Path, rows: list[dict[str, float]], positions: np.ndarray, test_motor: np.ndarray,
-             goal_images: np.ndarray | None, n_goals: int) -> list[Path]:
-    """Write the run's PNGs into ``folder`` (created); returns their paths."""
+             goal_images: np.ndarray | None, n_goals: int,
+             distractor: tuple[float, float, float, float] | None = None) -> list[Path]:
+    """Write the run's PNGs into ``folder`` (created); returns their paths. ``distractor``: a box (x0, y0, x1, y1)
+    in motor coordinates to shade on ``explored.png`` (the gantry's motors are bed fractions)."""
     plt, folder = _plt(), Path(folder)
     it, out = _col(rows, "iteration"), []
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
-    ax[0].plot(it, _col(rows, "fwd_mse"), label="forward (code)")
-    ax[0].plot(it, _col(rows, "inv_mse"), label="inverse (motor)")
+    fig, ax = plt.subplots(1, 2, figsize=(12.5, 3.8))
+    fig.subplots_adjust(wspace=0.3)
+    ax[0].plot(it, _col(rows, "fwd_mse"), color="C0", label="forward (code)")
+    ax[0].plot(it, _col(rows, "inv_mse"), color="C1", label="inverse (motor)")
+    if rows and "fwd_mse_learn" in rows[0] and not np.allclose(_col(rows, "fwd_mse_learn"), _col(rows, "fwd_mse"),
+                                                               equal_nan=True):
+        ax[0].plot(it, _col(rows, "fwd_mse_learn"), color="C0", ls="--", label="forward, learnable part")
+        ax[0].plot(it, _col(rows, "inv_mse_learn"), color="C1", ls="--", label="inverse, learnable part")
     ax[0].set(xlabel="iteration", ylabel="test MSE", yscale="log", title="test error")
-    ax[0].legend()
-    ax[1].plot(it, _col(rows, "forgetting"))
-    ax[1].set(xlabel="iteration", ylabel="MSE increase", title="forgetting (left regions)")
+    ax[0].legend(fontsize=8)
+    for r in range(4):
+        if rows and f"fwd_mse_r{r}" in rows[0]:
+            ax[1].plot(it, _col(rows, f"fwd_mse_r{r}"), lw=1, label=f"quadrant {r}")
+    forgetting = _col(rows, "forgetting") if rows else np.zeros(0)
+    if np.any(forgetting != 0):
+        ax[1].plot(it, forgetting, color="k", lw=1.2, label="forgetting (left regions)")
+    ax[1].set(xlabel="iteration", ylabel="forward test MSE", yscale="symlog" if np.any(forgetting < 0) else "log",
+              title="forward error per quadrant (motor axes 0/1 split at 0.5)")
+    ax[1].legend(fontsize=7, ncol=2)
     _save(fig, folder / "mse.png")
     out.append(folder / "mse.png")
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -68,6 +84,9 @@ def plot_run(folder: Path, rows: list[dict[str, float]], positions: np.ndarray, 
     sc = ax.scatter(positions[:, 0], y, c=np.arange(len(positions)), s=3, cmap="viridis")
     ax.scatter(test_motor[:, 0], test_motor[:, 1] if test_motor.shape[1] > 1 else 0 * test_motor[:, 0],
                marker="x", c="red", s=12, label="test positions")
+    if distractor is not None:
+        x0, y0, x1, y1 = distractor
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, color="orange", alpha=0.2, label="distractor"))
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="motor 0", ylabel="motor 1", title="explored positions")
     ax.legend(loc="upper right", fontsize=7)
     fig.colorbar(sc, ax=ax, label="sample")
@@ -144,7 +163,12 @@ def finish_run(out: Path, cfg: Any, robot: Any, ae: ConvAutoencoder, models: Any
     if cfg.plots:
         with torch.no_grad():
             imgs = ae.decode(torch.as_tensor(st["goals"])).numpy()
-        plot_run(out / "plots", tracker.rows, tracker.positions, st["test_motor"], imgs, cfg.n_goals)
+        box = None
+        if getattr(cfg, "distractor", "") and cfg.arm == "gantry":
+            from robot.sim_robot import parse_distractor
+
+            box = parse_distractor(cfg.distractor)
+        plot_run(out / "plots", tracker.rows, tracker.positions, st["test_motor"], imgs, cfg.n_goals, box)
     extra: dict[str, Any] = {}
     if cfg.export:
         motor = {"env_id": getattr(robot, "env_id", None), "env_kwargs": getattr(robot, "env_kwargs", {}),

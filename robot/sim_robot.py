@@ -13,7 +13,15 @@ import gymnasium as gym
 import numpy as np
 
 from robot.base import Feature, Robot
+from sim.distractor import parse_region
 from sim.envs import ENV_IDS
+
+__all__ = ["SimRobot", "parse_distractor"]
+
+
+def parse_distractor(value: str) -> tuple[float, float, float, float]:
+    """The distractor box ``(x0, y0, x1, y1)`` (bed fractions) of ``"x0,y0,x1,y1"``; one-line ``ValueError``."""
+    return parse_region(value)
 
 
 class SimRobot(Robot):

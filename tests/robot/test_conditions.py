@@ -1,0 +1,86 @@
+"""Issue 18's conditions: a default run's metrics are unchanged, the measures count right, and a simulated run
+with a distractor and unreachable goals reports them."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_camera_robot import FakeCameraRobot, tiny_encoder
+
+from robot.conditions import ConditionMeter, split_goals
+from robot.explore import ExploreConfig, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path: Path, out: str, **kw: object) -> ExploreConfig:
+    base = dict(steps=40, memory_size=12, hidden=[24, 24], test_size=50, goal_samples=30, n_goals=4,
+                encoder=tiny_encoder(tmp_path / "enc.safetensors"), out=tmp_path / out, checkpoint_every=10,
+                export=False, plots=False, progress=False, threads=1, lr=0.05, forget_window=5)
+    base.update(kw)
+    return ExploreConfig(**base)  # type: ignore[arg-type]
+
+
+def _rows(path: Path) -> list[dict[str, float]]:
+    with open(path / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def test_a_seeded_default_run_has_the_metrics_it_had_before_the_conditions(tmp_path: Path) -> None:
+    # recorded with the code before issue 18 (commit 22273a2), same config and seed
+    rows = _rows(run(_cfg(tmp_path, "g", seed=3), robot=FakeCameraRobot()))
+    before = {10: (0.006856893189251423, 0.09183090925216675, 0.27712137976770695, 0),
+              20: (0.002556235995143652, 0.09457609802484512, 0.43628805299680284, 0),
+              40: (0.001097292872145772, 0.0934041440486908, 0.6547540102167517, 3)}
+    for it, (fwd, inv, area, goal) in before.items():
+        r = rows[it - 1]
+        assert r["fwd_mse"] == pytest.approx(fwd, rel=1e-5) and r["inv_mse"] == pytest.approx(inv, rel=1e-5)
+        assert r["area"] == pytest.approx(area, rel=1e-9) and int(r["goal"]) == goal
+        assert r["fwd_mse_learn"] == r["fwd_mse"] and r["distractor_moves"] == 0  # no distractor: all learnable
+
+
+def test_meter_counts_moves_goal_choices_and_cells() -> None:
+    cells = np.ones(100, bool)
+    cells[:10] = False  # the bottom row of cells is not learnable
+    meter = ConditionMeter(np.array([True, False, True]), np.array([False, False, True]), cells)
+    assert ConditionMeter.cells(np.array([[0.05, 0.05], [0.95, 0.95], [1.0, 0.0]])).tolist() == [0, 99, 9]
+    assert ConditionMeter.cell_centres(2)[11].tolist() == pytest.approx([0.15, 0.15])
+    meter.add_move(np.array([[0.05, 0.05]]), True, 2, directed=False)  # random command: no goal choice
+    meter.add_move(np.array([[0.55, 0.55], [0.15, 0.55]]), False, 2, directed=True)
+    meter.add_move(np.array([[0.55, 0.55]]), True, 0, directed=True)
+    errs = {"fwd_per_sample": np.array([1.0, 100.0, 3.0]), "inv_per_sample": np.array([0.5, 9.0, 0.5])}
+    row = meter.row(errs)
+    assert row["fwd_mse_learn"] == 2.0 and row["inv_mse_learn"] == 0.5
+    assert row["distractor_moves"] == pytest.approx(2 / 3) and row["unreachable_choices"] == 0.5
+    assert row["coverage_learn"] == pytest.approx(2 / 90)
+    assert [split_goals(9, s) for s in (0.0, 0.01, 0.33, 0.5, 1.0)] == [0, 1, 3, 4, 9]
+
+
+def test_simulated_run_with_distractor_and_unreachable_goals(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "d", steps=60, memory_size=8, random_prob=0.0, distractor="0.5,0,1,1",
+               unreachable_share=0.5, unreachable_views="height", plots=True)
+    out = run(cfg)
+    rows = _rows(out)
+    last = rows[-1]
+    assert 0.2 < last["distractor_moves"] < 0.9  # random commands while the memory fills, then goal-directed
+    assert 0 <= last["unreachable_choices"] <= 1 and np.isfinite(last["unreachable_choices"])
+    assert 0 < last["coverage_learn"] <= 1
+    assert any(r["fwd_mse_learn"] != r["fwd_mse"] for r in rows)  # some test views show the distractor
+    assert (out / "plots" / "explored.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--distractor", "0.5,0,1.5,1"], "leaves the bed"), (["--distractor", "0.5,0,0.5,1"], "zero size"),
+    (["--unreachable-share", "-0.1"], "[0, 1]"), (["--goals", "random", "--unreachable-share", "0.3"], "no effect"),
+    (["--robot", "files:.", "--distractor", "0.5,0,1,1"], "simulated robot")])
+def test_bad_condition_flags_exit_2_and_write_nothing(tmp_path: Path, args: list[str], needle: str) -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--out", str(tmp_path / "run"), *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
+    assert not (tmp_path / "run").exists()
