@@ -65,6 +65,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("vision.cli:cli", "few-shot segmentation of a camera feed, video, image folder or `sim`"),
     "export": ("robot.export_cli:cli", "export every model (and the CRF) to an ONNX bundle"),
     "deploy": ("robot.deploy:cli", "run an ONNX bundle on a robot without PyTorch"),
+    "faults": ("robot.faults_cli:cli", "stuck-at faults of a bundle's weights: task metrics against the fault rate"),
+    "canonical": ("robot.canonical_cli:cli", "canonical weights (symmetries removed) of a run; distance of two runs"),
 }
 
 

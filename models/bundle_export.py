@@ -8,7 +8,8 @@ Bundle (``--out``, default ``runs/export/<N>/``):
 - ``guide.onnx``, ``segment.onnx`` from the segmenter weights (``--segmenter``, default the shipped file);
 - ``crf.onnx``: ``models.crf.MeanFieldCRF`` with the ``--crf-*`` parameters (default ``CRFParams()``);
 - ``manifest.json``: per model file, sha256, inputs/outputs (named dynamic axes), dtypes, preprocessing,
-  versions, config and training config; the same contract in each model's ``metadata_props``.
+  versions, config and training config; the same contract in each model's ``metadata_props``. ``--canonical``
+  exports the MLPs in canonical form (``models.canonical``; ``"canonical": true`` in their training record).
 
 Each model passes ``onnx.checker`` (full check) and ONNX Runtime matches torch (atol 1e-4, rtol 1e-3) on
 random inputs, a second size, and real frames: the caller's ``FrameSource`` (``models.export_checks``; the
@@ -49,6 +50,7 @@ class ExportConfig(CRFFlags):
 
     out: Path | None = _f(None, "bundle folder (default runs/export/<N>)")
     explore_run: Path | None = _f(None, "exploration run folder: encoder/forward/inverse + SOM goals")
+    canonical: bool = _f(False, "forward/inverse MLPs in canonical form (models.canonical: same function)")
     segmenter: Path | None = _f(None, "segmenter weights (default models/weights/segmenter.safetensors)")
     segmentation: bool = _f(True, "export guide/segment (--no-segmentation leaves them out)")
     crf: bool = _f(True, "export crf.onnx (--no-crf leaves it out)")
@@ -67,6 +69,10 @@ def write_bundle(cfg: ExportConfig, frames: FrameSource, log: Any = print) -> Pa
 
     seg_path = _check(cfg)
     explore = load_explore_run(cfg.explore_run) if cfg.explore_run is not None else None
+    if explore is not None and cfg.canonical:
+        from models.canonical import canonical_explore
+
+        explore = {**canonical_explore(explore), "training": {**explore["training"], "canonical": True}}
     net, seg_extra = _load_segmenter(seg_path)
     out = next_run_dir("export", cfg.out)
     torch.manual_seed(cfg.seed)
@@ -100,6 +106,8 @@ def _check(cfg: ExportConfig) -> Path | None:
     if seg_path is not None and not seg_path.is_file():
         raise UsageError(f"no segmenter weights at {str(seg_path)!r}; pass --segmenter FILE, train them with "
                          "`microfarm train-segmenter`, or pass --no-segmentation")
+    if cfg.canonical and cfg.explore_run is None:
+        raise UsageError("--canonical needs --explore-run (it puts the forward/inverse MLPs in canonical form)")
     if cfg.explore_run is None and seg_path is None and not cfg.crf:
         raise UsageError("nothing to export: give --explore-run and/or a segmenter, or drop --no-crf")
     if cfg.imgsz < 32 or cfg.imgsz % 16:
