@@ -12,15 +12,7 @@ import numpy as np
 import pytest
 
 from microfarm import main as microfarm_main
-from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
 from tests.conftest import ROOT, write_support
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("w") / "seg.safetensors"
-    save_guided_net(GuidedNet(GuidedNetConfig(hidden=8)), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,9 @@ import numpy as np
 import pytest
 
 from microfarm import main as microfarm_main
-from models.guided_net import GuidedNet, GuidedNetConfig, save_guided_net
 from models.labels import PALETTE
 from tests.conftest import ROOT
 from tests.vision.test_predictor_multiclass import scene
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("w") / "seg.safetensors"
-    save_guided_net(GuidedNet(GuidedNetConfig(hidden=8)), path)
-    return path
 
 
 def _bgr(rgb: np.ndarray) -> np.ndarray:
