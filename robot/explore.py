@@ -40,6 +40,7 @@ from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
 from robot.conditions import COLUMNS, ConditionMeter, check_conditions, robot_kwargs
+from robot.explore_parallel import FrameEncoder, ModeChooser
 from robot.explore_setup import setup_state
 from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
 from robot.interest import make_interest
@@ -96,9 +97,15 @@ class ExploreConfig:
     distractor: str = _f("", "distractor region x0,y0,x1,y1 (bed fractions): leaves in the wind there ('': none)")
     unreachable_share: float = _f(0.0, "share of the goals built from views the camera cannot reach")
     unreachable_views: Literal["bed", "height"] = _f("bed", "unreachable views: another bed, or from 0.65 m")
+    init_candidates: int = _f(1, "initialisations of the online MLPs to draw; keep the best by --init-criterion")
+    init_criterion: Literal["curvature", "loss"] = _f("curvature", "highest Tr(H)/||H|| or lowest initial loss")
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
     threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
+    parallel: Literal["auto", "on", "off"] = _f("auto", "fit forward and inverse model, and encode, in two threads "
+                                                "at once (same results, bit for bit; keep --threads 1); auto: "
+                                                "whichever of on/off measures faster during the run (off with "
+                                                "--threads > 1)")
     robot: str = _f("sim", "robot name in robot.registry")
     out: Path | None = _f(None, "output folder (default runs/explore/<N>)")
     resume: Path | None = _f(None, "continue the run in this folder from its checkpoint")
@@ -139,6 +146,10 @@ def validate_config(cfg: ExploreConfig) -> None:
               (cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "--log-every/--checkpoint-every >= 1"),
               (bool(cfg.hidden), "--hidden needs at least one layer"),
               (-1 <= cfg.leave_region <= 3, "--leave-region must be a quadrant 0-3 (or -1: no probe)"),
+              (cfg.init_candidates >= 1, "--init-candidates must be >= 1"),
+              (cfg.init_candidates == 1 or cfg.dataset is None,
+               "--init-candidates > 1 scores initialisations on the goal views, which --dataset does not have; "
+               "drop one of them"),
               (cfg.leave_region < 0 or 0 < cfg.leave_at < cfg.steps,
                "--leave-at must be between 1 and --steps - 1 when --leave-region is set")]
     for ok, msg in checks:
@@ -192,12 +203,17 @@ def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
 def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt: dict[str, Any] | None) -> Path:
     D, C = robot.action_dim, ae.cfg.code_size
     lo, hi = robot.action_low, robot.action_high
-    models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=cfg.seed)
+    st = setup_state(cfg, robot, ae) if ckpt is None else ckpt["state"]
+    models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=int(st.get("init_seed", cfg.seed)),
+                          parallel=cfg.parallel != "off")
+    # the two modes compute the same bits; auto probes them unless torch's own threads are asked for
+    fixed = {"on": True, "off": False}.get(cfg.parallel, False if cfg.threads > 1 else None)
+    pool = models.worker() if fixed is not False else None
+    encode = FrameEncoder(ae, pool)  # == ae.encode_images (bit for bit), faster
     memory = EpisodicMemory(cfg.memory_size, cfg.memory_prob, cfg.memory_policy, D, C)
     interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,
                              temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
                              window=cfg.slope_window)
-    st = setup_state(cfg, robot, ae) if ckpt is None else ckpt["state"]
     tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window, cfg.leave_region, cfg.leave_at,
                       extra_columns=COLUMNS)
     n_test = len(st["test_motor"])  # checkpoints written before these measures existed lack their masks
@@ -217,6 +233,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     rng = np.random.default_rng()
     rng.bit_generator.state = st["rng"]
     goals, start, t0 = st["goals"], int(st["iteration"]), time.perf_counter() - float(st["elapsed"])
+    chooser = ModeChooser(start + 1, fixed)
     tracker.open_csv(out / "metrics.csv", keep_until=start)
     position = robot.get_observation()["motor"]
 
@@ -231,6 +248,9 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                desc="explore", unit="it", dynamic_ncols=True)
     with _Interrupt() as stop:
         for t in bar:
+            t_it = time.perf_counter()
+            models.parallel = chooser.parallel(t)
+            encode.pool = pool if models.parallel else None
             goal = interest.select(rng)
             random_cmd = cfg.goals == "random" or not memory.full or rng.random() < cfg.random_prob
             leaving = cfg.leave_region if cfg.leave_region >= 0 and t > cfg.leave_at else -1
@@ -247,7 +267,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             if leaving >= 0:  # nothing is learned inside the left region (path frames may cross it)
                 obs = [o for o in obs if region_of(o["motor"])[0] != leaving] or [robot.get_observation()]
             motors = np.stack([o["motor"] for o in obs]).astype(np.float32)
-            codes = ae.encode_images(np.stack([o["image"] for o in obs]))
+            codes = encode(np.stack([o["image"] for o in obs]))
             position = motors[-1]
             lp = float(interest.values[goal])
             for m, c in zip(motors, codes, strict=True):
@@ -255,9 +275,14 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             recent_m = np.concatenate([recent_m, motors])[-cfg.recent:] if cfg.recent else recent_m[:0]
             recent_c = np.concatenate([recent_c, codes])[-cfg.recent:] if cfg.recent else recent_c[:0]
             mem_m, mem_c = memory.data()
-            try:
-                losses = models.fit(np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c]), rng,
-                                    cfg.epochs, cfg.batch_size)
+            log_now, errs = t % cfg.log_every == 0 or t == cfg.steps, None
+            fit_m, fit_c = np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c])
+            try:  # the test-set errors of the fitted models come with the fit (in its threads when parallel)
+                if log_now:
+                    losses, errs = models.fit_test(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size, st["test_motor"],
+                                                   st["test_code"])
+                else:
+                    losses = models.fit(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size)
             except TrainingDivergedError as e:
                 good = out / "checkpoint"
                 keep = f"the last good checkpoint is {str(good)!r}" if good.exists() else "no checkpoint was written"
@@ -267,13 +292,14 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             tracker.add_positions(motors, t)
             meter.add_move(motors, bool((getattr(robot, "last_info", None) or {}).get("in_distractor", False)),
                            goal, not random_cmd)
-            if t % cfg.log_every == 0 or t == cfg.steps:
-                errs = models.test_errors(st["test_motor"], st["test_code"])
+            if errs is not None:
                 row = tracker.log(t, errs, goal, random_cmd, interest.values, losses, memory.stats(t),
                                   time.perf_counter() - t0, extra=meter.row(errs))
                 bar.set_postfix(fwd=f"{row['fwd_mse']:.3g}", inv=f"{row['inv_mse']:.3g}", refresh=False)
             if t % cfg.checkpoint_every == 0 or stop.flag:
                 save_checkpoint(out / "checkpoint", snapshot(t))
+            else:
+                chooser.record(t, time.perf_counter() - t_it)
             if stop.flag:
                 bar.close()
                 tracker.close()
@@ -281,6 +307,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                 raise KeyboardInterrupt
     bar.close()
     tracker.close()
+    models.close()  # the worker thread (also stopped when models is collected)
     wall = time.perf_counter() - t0
     save_checkpoint(out / "checkpoint", snapshot(cfg.steps))
     from robot.plots import finish_run

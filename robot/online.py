@@ -9,10 +9,21 @@ their padded weights start at zero and receive exactly zero gradient, so they st
 the same as two separate MLPs. Each model's loss is its own MSE (mean over batch and its own output dims).
 
 Update rule (PyTorch SGD, nesterov=True): buf = mu*buf + g; p -= lr * (g + mu*buf).
+
+``parallel=True`` fits the two models at the same time on two cores instead: the forward model in the calling
+thread, the inverse in a worker thread, each with one-thread torch ops (torch releases the GIL inside its
+kernels). Both use the same permutations (drawn from ``rng`` in the same order as the fused path) and run
+the fused step itself on views k:k+1 of the stacked tensors (a leading dim of 1 instead of 2: the same
+``bmm``/``baddbmm`` kernels, the same padding), so the result is bit-identical to the fused path's
+(tests/robot/test_loop_parallel.py checks it). It is a speed choice only: same SGD steps, same batches,
+same shuffles, same state (``state_dict`` and checkpoints do not change). ``fit_test`` also evaluates each
+fitted model on a test set in its own thread.
 """
 
 from __future__ import annotations
 
+import weakref
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -31,10 +42,12 @@ class OnlineModels:
     """Forward and inverse MLPs trained together. motor_dim D, code_dim C; hidden sizes shared by both.
 
     seed: initialisation (Glorot-uniform, zero biases, like Keras). All arrays in/out are float32 numpy.
+    parallel: fit (and evaluate) the two models in two threads at once (see the module doc); call ``close()``
+    (or use the object as a context manager) to stop the worker thread, else it ends with the process.
     """
 
     def __init__(self, motor_dim: int, code_dim: int, hidden: tuple[int, ...] = (320, 320), lr: float = 0.0014,
-                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0) -> None:
+                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0, parallel: bool = False) -> None:
         self.D, self.C, self.hidden = int(motor_dim), int(code_dim), tuple(int(h) for h in hidden)
         self.lr, self.momentum, self.nesterov = float(lr), float(momentum), bool(nesterov)
         self.P = max(self.D, self.C)
@@ -48,6 +61,33 @@ class OnlineModels:
         self.bufs = [torch.zeros_like(p) for p in self.params]
         # d(MSE)/d(out) = 2 (out - y) / (batch * dims); the batch part is applied per step
         self.out_scale = torch.tensor([2.0 / self.C, 2.0 / self.D]).view(2, 1, 1)
+        self.parallel = bool(parallel)
+        self._pool: ThreadPoolExecutor | None = None
+        self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
+        self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._views = [self._model_views(k) for k in range(2)]
+
+    # -- threads ------------------------------------------------------------------------------------
+    def worker(self) -> ThreadPoolExecutor:
+        """The one worker thread of the parallel path (started on first use, its torch ops single-threaded;
+        shut down by ``close()`` or when this object is collected). Others may use it between fits."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="online-fit",
+                                            initializer=lambda: torch.set_num_threads(1))
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker thread of the parallel path (a later parallel fit starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> OnlineModels:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- parameters ---------------------------------------------------------------------------------
     @property
@@ -67,6 +107,15 @@ class OnlineModels:
                 b[k, 0, : lin.out_features] = lin.bias.detach()
             self.weights.append(w)
             self.biases.append(b)
+
+    def _model_views(self, k: int) -> dict[str, Any]:
+        """Model k (0 forward, 1 inverse) alone: views k:k+1 of the stacked tensors, weights (1, in, out), biases
+        (1, 1, out) (with the stack's zero padding), "params" / "bufs" in ``params`` order, scale (1, 1, 1).
+        Views share storage, so updating them updates the stack; a leading dim of 1 keeps every kernel
+        the fused path's (a 2-D ``mm`` instead of ``bmm`` rounds differently for small matrices)."""
+        w, b = [t[k:k + 1] for t in self.weights], [t[k:k + 1] for t in self.biases]
+        return {"w": w, "b": b, "params": [t for pair in zip(w, b, strict=True) for t in pair],
+                "bufs": [t[k:k + 1] for t in self.bufs], "scale": self.out_scale[k:k + 1]}
 
     def to_modules(self) -> tuple[MLP, MLP]:
         """Copies as ordinary ``MLP`` modules (forward, inverse), e.g. for export or saving."""
@@ -102,10 +151,14 @@ class OnlineModels:
         y[0, :, : self.C], y[1, :, : self.D] = c, m
         return x, y
 
-    def _forward(self, x: torch.Tensor, keep: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward(self, x: torch.Tensor, keep: bool = False, v: dict[str, Any] | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Both models (or, with ``v``, the one of ``_model_views``) on x (M, N, P) -> (M, N, P) (M = 2 or 1);
+        ``keep``: also every layer's input and output."""
+        ws, bs = (self.weights, self.biases) if v is None else (v["w"], v["b"])
         acts = [x]
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        last = len(ws) - 1
+        for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
             x = torch.baddbmm(b, x, w)
             if i < last:
                 x = x.tanh_()
@@ -113,29 +166,48 @@ class OnlineModels:
                 acts.append(x)
         return x, acts
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, loss_acc: torch.Tensor | None) -> None:
-        out, acts = self._forward(x, keep=True)
+    def _step(self, x: torch.Tensor, y: torch.Tensor, loss_acc: torch.Tensor | None,
+              v: dict[str, Any] | None = None) -> None:
+        """One SGD step on a batch x (M, B, P) / y (M, B, P) of both models (M = 2), or with ``v`` of the one
+        model of ``_model_views`` (M = 1: the same ops on a leading dim of 1, so the same kernels and bits)."""
+        out, acts = self._forward(x, keep=True, v=v)
+        ws = self.weights if v is None else v["w"]
+        params, bufs = (self.params, self.bufs) if v is None else (v["params"], v["bufs"])
         g = out.sub_(y)
         if loss_acc is not None:
             loss_acc.add_(g.square().sum((1, 2)))
-        g.mul_(self.out_scale / x.shape[1])
+        g.mul_((self.out_scale if v is None else v["scale"]) / x.shape[1])
         grads: list[torch.Tensor] = []
-        for i in range(len(self.weights) - 1, -1, -1):
+        for i in range(len(ws) - 1, -1, -1):
             h = acts[i]
             grads.append(g.sum(1, keepdim=True))
             grads.append(torch.bmm(h.transpose(1, 2), g))
             if i:
-                g = torch.bmm(g, self.weights[i].transpose(1, 2)).mul_(1.0 - h * h)
+                g = torch.bmm(g, ws[i].transpose(1, 2)).mul_(1.0 - h * h)
         grads.reverse()  # [W0, b0, W1, b1, ...]
-        params, mu, lr = self.params, self.momentum, self.lr
+        mu, lr = self.momentum, self.lr
         if mu:
-            torch._foreach_mul_(self.bufs, mu)
-            torch._foreach_add_(self.bufs, grads)
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads)
             if self.nesterov:
-                torch._foreach_add_(grads, self.bufs, alpha=mu)
+                torch._foreach_add_(grads, bufs, alpha=mu)
             else:
-                grads = self.bufs
+                grads = bufs
         torch._foreach_add_(params, grads, alpha=-lr)
+
+    def _fit_one(self, k: int, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
+                 test_x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All epochs of model k on x (1, N, P) / y (1, N, P) (padded), one permutation (N,) per epoch; returns
+        the last epoch's summed squared error (1,) and, given test_x (1, M, P), the fitted model's output on it
+        (1, M, P). Runs in any thread (grad mode is per thread)."""
+        with torch.no_grad():
+            v, n, acc = self._views[k], x.shape[1], torch.zeros(1)
+            for e, perm in enumerate(perms):
+                xp, yp = x[:, perm], y[:, perm]
+                last = e == len(perms) - 1
+                for s in range(0, n, batch_size):
+                    self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None, v)
+            return acc, (None if test_x is None else self._forward(test_x, v=v)[0])
 
     @torch.no_grad()
     def fit(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int = 2,
@@ -145,20 +217,61 @@ class OnlineModels:
         Returns (forward MSE, inverse MSE) averaged over the last epoch's batches (before each step).
         Raises ``TrainingDivergedError`` on NaN/inf in the losses or the weights.
         """
-        x, y = self._pack(motor, code)
-        n = x.shape[1]
-        acc = torch.zeros(2)
-        for e in range(epochs):
-            perm = torch.from_numpy(rng.permutation(n))
-            xp, yp = x[:, perm], y[:, perm]
-            last = e == epochs - 1
-            for s in range(0, n, batch_size):
-                self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None)
+        test, self._test = self._test, None
+        losses, self._test_preds = self._fit(motor, code, rng, epochs, batch_size, test)
+        return losses
+
+    def fit_test(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int,
+                 batch_size: int, test_motor: np.ndarray, test_code: np.ndarray
+                 ) -> tuple[tuple[float, float], dict[str, Any]]:
+        """``fit(motor, code, ...)`` then ``test_errors(test_motor (M, D), test_code (M, C))`` of the fitted
+        models; with ``parallel`` each thread evaluates its own model right after its fit (the same numbers)."""
+        if not self.parallel:
+            return self.fit(motor, code, rng, epochs, batch_size), self.test_errors(test_motor, test_code)
+        self._test = (test_motor, test_code)  # for this fit (through ``fit``, so wrappers of it see the call)
+        losses = self.fit(motor, code, rng, epochs, batch_size)
+        preds, self._test_preds = self._test_preds, None
+        assert preds is not None
+        tm, tc = np.asarray(test_motor, np.float32), np.asarray(test_code, np.float32)
+        return losses, self._errors(preds[0][0, :, : self.C].numpy(), preds[1][0, :, : self.D].numpy(), tm, tc)
+
+    @torch.no_grad()
+    def _fit(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int, batch_size: int,
+             test: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> tuple[tuple[float, float], tuple[torch.Tensor, torch.Tensor] | None]:
+        """``fit``; with ``parallel`` and ``test`` (motor (M, D), code (M, C)) also the two fitted models'
+        outputs on the test inputs: forward (1, M, P), inverse (1, M, P) (padded)."""
+        preds = None
+        if self.parallel:
+            x, y = self._pack(motor, code)
+            n = x.shape[1]
+            tx = self._pack(*test)[0] if test is not None else None
+            perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
+            inv = self.worker().submit(self._fit_one, 1, x[1:], y[1:], perms, batch_size,
+                                       None if tx is None else tx[1:])
+            try:
+                a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1])
+            except BaseException:  # e.g. a second Ctrl-C: let the worker finish before the weights are read
+                wait([inv])
+                raise
+            a1, p1 = inv.result()
+            acc = torch.cat([a0, a1])
+            preds = (p0, p1) if p0 is not None and p1 is not None else None
+        else:
+            x, y = self._pack(motor, code)
+            n = x.shape[1]
+            acc = torch.zeros(2)
+            for e in range(epochs):
+                perm = torch.from_numpy(rng.permutation(n))
+                xp, yp = x[:, perm], y[:, perm]
+                last = e == epochs - 1
+                for s in range(0, n, batch_size):
+                    self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None)
         losses = (acc / torch.tensor([n * self.C, n * self.D])).tolist() if n else [0.0, 0.0]
         if not (np.all(np.isfinite(losses)) and self.is_finite()):
             raise TrainingDivergedError(f"online training diverged (forward loss {losses[0]}, inverse loss "
                                         f"{losses[1]}); lower the learning rate (--lr)")
-        return float(losses[0]), float(losses[1])
+        return (float(losses[0]), float(losses[1])), preds
 
     @torch.no_grad()
     def predict(self, motor: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +293,11 @@ class OnlineModels:
     def test_errors(self, motor: np.ndarray, code: np.ndarray) -> dict[str, Any]:
         """MSE of both models on a test set; also per-sample errors (N,) of each for regional measures."""
         pc, pm = self.predict(motor, code)
+        return self._errors(pc, pm, motor, code)
+
+    @staticmethod
+    def _errors(pc: np.ndarray, pm: np.ndarray, motor: np.ndarray, code: np.ndarray) -> dict[str, Any]:
+        """``test_errors`` from predictions: codes pc (N, C) of motor (N, D), motors pm (N, D) of code (N, C)."""
         per, inv = ((pc - code) ** 2).mean(1), ((pm - motor) ** 2).mean(1)
         return {"fwd_mse": float(per.mean()), "inv_mse": float(inv.mean()), "fwd_per_sample": per,
                 "inv_per_sample": inv}

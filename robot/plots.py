@@ -169,7 +169,8 @@ def finish_run(out: Path, cfg: Any, robot: Any, ae: ConvAutoencoder, models: Any
 
             box = parse_distractor(cfg.distractor)
         plot_run(out / "plots", tracker.rows, tracker.positions, st["test_motor"], imgs, cfg.n_goals, box)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"init": {"seed": int(st.get("init_seed", cfg.seed)),
+                                      "candidates": list(st.get("init_candidates", []))}}
     if cfg.export:
         motor = {"env_id": getattr(robot, "env_id", None), "env_kwargs": getattr(robot, "env_kwargs", {}),
                  "robot": getattr(robot, "name", type(robot).__name__),

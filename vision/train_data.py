@@ -3,7 +3,9 @@
 - ``EpisodeData``: item ``i`` -> one augmented training episode (a module-level class, so DataLoader worker
   processes can pickle it); ``StepBatches``: the item indices of each step for one process of a
   data-parallel run;
-- ``seg_loss``: cross-entropy + soft Dice on the foreground, ``IGNORE`` pixels left out;
+- ``seg_loss``: cross-entropy + soft Dice on the foreground, ``IGNORE`` pixels left out; ``edm_loss``: the mean EDM
+  decorrelation penalty over the tapped layers (``models.veca``);
+- ``veca_batch`` / ``veca_row``: VECA of the guided net's taps on a fixed batch of training episodes, for the log;
 - ``read_log`` / ``flush_log`` / ``write_plots``: ``log.csv`` and its ``loss.png`` / ``val_miou.png``.
 """
 
@@ -25,7 +27,8 @@ from vision.episodes import EpisodeSampler, SegmentationDataset
 if TYPE_CHECKING:
     from vision.train_config import TrainConfig
 
-__all__ = ["EpisodeData", "StepBatches", "seg_loss", "IGNORE", "LOG_FIELDS", "read_log", "flush_log", "write_plots"]
+__all__ = ["EpisodeData", "StepBatches", "seg_loss", "edm_loss", "veca_batch", "veca_row", "IGNORE", "LOG_FIELDS",
+           "VECA_FIELDS", "read_log", "flush_log", "write_plots"]
 
 IGNORE = 2  # target value of pixels the loss ignores (held-out species in training queries)
 
@@ -158,6 +161,50 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice: float) -> torch.T
     return ce + dice * d.mean()
 
 
+def edm_loss(outputs: dict[str, torch.Tensor], groups: int) -> torch.Tensor:
+    """The mean of ``models.veca.edm_penalty`` over the tapped layers' outputs (name -> [N,C,h,w], with graph)."""
+    from models.veca import edm_penalty
+
+    return torch.stack([edm_penalty(x, groups) for x in outputs.values()]).mean()
+
+
+# -- VECA -------------------------------------------------------------------------------------------------
+VECA_LAYERS = ("mid", "high", "low", "head")
+VECA_FIELDS = [f"{p}_{n}" for p in ("veca", "nveca") for n in VECA_LAYERS]
+
+
+def veca_batch(dataset: SegmentationDataset, folds: list[int], cfg: TrainConfig
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cfg.veca_episodes`` fixed 1-shot training episodes (unaugmented, at ``cfg.imgsz``): support [E,1,3,S,S],
+    masks [E,1,1,S,S], query [E,3,S,S], float in [0, 1]."""
+    sampler = EpisodeSampler(dataset, folds, shots=1, min_pixels=cfg.min_pixels, seed=cfg.seed + 555,
+                             size=cfg.imgsz)
+    eps = [sampler.episode(i) for i in range(cfg.veca_episodes)]
+    s = torch.from_numpy(np.stack([e.support_images[0] for e in eps])).permute(0, 3, 1, 2).float().div(255)
+    m = torch.from_numpy(np.stack([e.support_masks[0] for e in eps])).float()
+    q = torch.from_numpy(np.stack([e.query_image for e in eps])).permute(0, 3, 1, 2).float().div(255)
+    return s[:, None], m[:, None, None], q
+
+
+@torch.no_grad()
+def veca_row(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device) -> dict[str, str]:
+    """VECA (``veca_*``) and mean-normalised VECA (``nveca_*``) of the guided net's taps (``models.veca``: encoder
+    levels over support + query images, the head's hidden layer over the queries; every position a sample) on
+    ``batch`` (``veca_batch``), in eval mode (the caller re-freezes batch norms if it keeps them frozen)."""
+    from models.veca import LayerTaps, guided_net_layers, veca
+
+    was = model.training
+    model.eval()
+    with LayerTaps(guided_net_layers(model)) as taps:
+        model(*(t.to(device) for t in batch))
+        row = {}
+        for name, x in taps.outputs.items():
+            row[f"veca_{name}"] = f"{veca(x):.6g}"
+            row[f"nveca_{name}"] = f"{veca(x, normalise=True):.6g}"
+    model.train(was)
+    return row
+
+
 # -- log --------------------------------------------------------------------------------------------------
 def read_log(path: Path) -> list[dict[str, str]]:
     """The rows of ``log.csv`` (none if it does not exist yet)."""
@@ -167,7 +214,7 @@ def read_log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-LOG_FIELDS = ["step", "loss", "lr", "shots", "val_miou", "val_fb_iou", "seconds"]
+LOG_FIELDS = ["step", "loss", "lr", "shots", "val_miou", "val_fb_iou", "seconds", "val_loss", "edm", *VECA_FIELDS]
 
 
 def write_plots(out: Path, rows: list[dict[str, str]]) -> None:

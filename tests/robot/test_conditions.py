@@ -49,6 +49,7 @@ def test_meter_counts_moves_goal_choices_and_cells() -> None:
     cells[:10] = False  # the bottom row of cells is not learnable
     meter = ConditionMeter(np.array([True, False, True]), np.array([False, False, True]), cells)
     assert ConditionMeter.cells(np.array([[0.05, 0.05], [0.95, 0.95], [1.0, 0.0]])).tolist() == [0, 99, 9]
+    assert ConditionMeter.cells(np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)).tolist() == [99, 90]  # edges
     assert ConditionMeter.cell_centres(2)[11].tolist() == pytest.approx([0.15, 0.15])
     meter.add_move(np.array([[0.05, 0.05]]), True, 2, directed=False)  # random command: no goal choice
     meter.add_move(np.array([[0.55, 0.55], [0.15, 0.55]]), False, 2, directed=True)
@@ -84,3 +85,43 @@ def test_bad_condition_flags_exit_2_and_write_nothing(tmp_path: Path, args: list
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_goldilocks_estimates_match_the_exact_hessian_and_pick_the_best_candidate() -> None:
+    import torch
+
+    from robot.init_select import _loss_fn, candidate_seeds, choose_init, curvature_ratio
+    from robot.online import OnlineModels
+
+    rng = np.random.default_rng(0)
+    motor, code = rng.random((8, 2)).astype(np.float32), rng.random((8, 3)).astype(np.float32)
+    models = OnlineModels(2, 3, (4,), seed=1)
+    loss, params = _loss_fn(models, motor, code)
+    sizes = [p.numel() for p in params]
+    fwd, inv = models.to_modules()
+    names = [n for n, _ in fwd.named_parameters()], [n for n, _ in inv.named_parameters()]
+
+    def flat_loss(x: torch.Tensor) -> torch.Tensor:
+        ps = [t.view_as(p) for t, p in zip(torch.split(x, sizes), params, strict=True)]
+        m, c = torch.as_tensor(motor), torch.as_tensor(code)
+        of = torch.func.functional_call(fwd, dict(zip(names[0], ps[:len(names[0])], strict=True)), (m,))
+        oi = torch.func.functional_call(inv, dict(zip(names[1], ps[len(names[0]):], strict=True)), (c,))
+        return ((of - c) ** 2).mean() + ((oi - m) ** 2).mean()
+
+    hess = torch.autograd.functional.hessian(flat_loss, torch.cat([p.detach().flatten() for p in params]))
+    ratio, trace, norm = curvature_ratio(models, motor, code, probes=400, power_iters=60)
+    assert trace == pytest.approx(float(hess.trace()), rel=0.05)
+    assert norm == pytest.approx(float(torch.linalg.eigvalsh(hess).abs().max()), rel=1e-3)
+    assert choose_init(2, 3, (4,), 5, 1, motor, code) == (5, [])  # one candidate: the default initialisation
+    seed, records = choose_init(2, 3, (4,), 5, 3, motor, code, "loss")
+    assert [r["seed"] for r in records] == candidate_seeds(5, 3) and candidate_seeds(5, 3)[0] == 5
+    assert seed == min(records, key=lambda r: r["loss"])["seed"]
+
+
+def test_init_candidates_choose_the_models_initialisation(tmp_path: Path) -> None:
+    import json
+
+    out = run(_cfg(tmp_path, "init", steps=5, init_candidates=3), robot=FakeCameraRobot())
+    init = json.loads((out / "summary.json").read_text())["init"]
+    assert len(init["candidates"]) == 3
+    assert init["seed"] == max(init["candidates"], key=lambda r: r["score"])["seed"]

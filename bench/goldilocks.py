@@ -1,0 +1,118 @@
+"""The Goldilocks-zone check (Fort & Scherlis): does choosing the online models' initialisation help?
+
+    python bench/goldilocks.py run --out runs/goldilocks [--steps 1000] [--seeds 5] [--candidates 8] [--workers 2]
+    python bench/goldilocks.py analyse --out runs/goldilocks
+
+Three arms of the paper preset (gantry, 1000 iterations, metrics every 10): ``default`` (the run seed's
+initialisation), ``curvature`` (the highest Tr(H)/||H|| of ``--candidates`` initialisations, ``robot.init_select``)
+and ``loss`` (the lowest initial loss of as many), seeds 0..N-1. ``analyse`` reports the forward and inverse test
+MSE at iterations 250 and 1000 (mean +- std over seeds) and Welch's t-test of each arm against ``default``, and
+writes ``OUT/results.json`` and ``OUT/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+AT = (250, 1000)
+
+
+def arms(candidates: int) -> dict[str, dict[str, Any]]:
+    return {"default": {}, "curvature": {"init_candidates": candidates, "init_criterion": "curvature"},
+            "loss": {"init_candidates": candidates, "init_criterion": "loss"}}
+
+
+def run(out: Path, steps: int, seeds: int, candidates: int, workers: int) -> int:
+    from robot.compare import CompareSpec, _execute, _status
+    from robot.explore import ExploreConfig, validate_config
+
+    jobs = []
+    for arm, kw in arms(candidates).items():
+        for s in range(seeds):
+            d = out / "runs" / arm / f"seed{s}"
+            cfg = ExploreConfig(**kw, steps=steps, log_every=10, seed=s, out=d, threads=1, plots=False, export=False,
+                                progress=False, checkpoint_every=250)
+            validate_config(cfg)
+            state = _status(cfg, d)
+            if state != "done":
+                jobs.append((f"{arm}/seed{s}", cfg, state == "resume"))
+    print(f"{3 * seeds} runs, {len(jobs)} to run with {workers} worker(s)", flush=True)
+    spec = CompareSpec(axes={}, fixed={}, seeds=list(range(seeds)), workers=workers, ray=None, out=out, progress=True)
+    errors = _execute(jobs, spec)
+    for e in errors:
+        print(e, file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _errors(metrics: Path) -> dict[str, float]:
+    with open(metrics, newline="") as f:
+        rows = {int(float(r["iteration"])): r for r in csv.DictReader(f)}
+    return {f"{k}@{t}": float(rows[t][k]) for t in AT if t in rows for k in ("fwd_mse", "inv_mse")}
+
+
+def analyse(out: Path) -> dict[str, Any]:
+    from scipy.stats import ttest_ind
+
+    from microfarm_toolkit import atomic_write_json, atomic_write_text
+
+    per: dict[str, list[dict[str, float]]] = {}
+    for d in sorted((out / "runs").glob("*/seed*")):
+        if (d / "summary.json").is_file():
+            per.setdefault(d.parent.name, []).append(_errors(d / "metrics.csv"))
+    keys = [f"{k}@{t}" for t in AT for k in ("fwd_mse", "inv_mse")]
+    table: dict[str, Any] = {}
+    for arm, rs in per.items():
+        table[arm] = {}
+        for k in keys:
+            vals = [r[k] for r in rs if k in r]
+            if not vals:
+                continue
+            row = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+            base = [r[k] for r in per.get("default", []) if k in r]
+            if arm != "default" and len(base) >= 2 and len(vals) >= 2:
+                row["ratio_to_default"] = row["mean"] / float(np.mean(base))
+                row["welch_p"] = float(ttest_ind(vals, base, equal_var=False).pvalue)
+            table[arm][k] = row
+    lines = ["| arm | n | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for arm, row in table.items():
+        cells = []
+        for k in keys:
+            r = row.get(k)
+            if r is None:
+                cells.append("-")
+                continue
+            extra = f" ({r['ratio_to_default']:.3f}x, p {r['welch_p']:.2g})" if "welch_p" in r else ""
+            cells.append(f"{r['mean']:.4g} ± {r['std']:.2g}{extra}")
+        n = max((r["n"] for r in row.values()), default=0)
+        lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    atomic_write_json(out / "results.json", table)
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("what", choices=("run", "analyse"))
+    ap.add_argument("--out", type=Path, default=Path("runs/goldilocks"))
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    if args.what == "run":
+        return run(args.out, args.steps, args.seeds, args.candidates, args.workers)
+    analyse(args.out)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

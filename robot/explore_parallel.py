@@ -1,0 +1,137 @@
+"""Encoding the loop's frames fast and bit-identically to ``ConvAutoencoder.encode_images``.
+
+``FrameEncoder(ae, pool)`` runs the frozen encoder's layers itself (``ae.encoder.features``: Conv2d, ReLU,
+MaxPool2d(2) per level, then ``fc``) with two exact shortcuts:
+
+- ReLU then 2x2 max-pooling is computed as the max of the four strided sub-grids, then ReLU on the pooled
+  map: max is exact and ReLU is monotone, so the values are the same bit for bit, but torch's CPU
+  ``max_pool2d`` on the first level's (256, 64, 64) map costs ~5 ms of the paper encoder's ~10 ms per frame
+  on one core, the strided max ~0.3 ms.
+- With ``pool`` (a one-thread executor, e.g. ``OnlineModels.worker()``), a convolution is split by output
+  channels when its halves have at least ``SPLIT_MIN`` channels, a multiple of 16 (oneDNN's channel block),
+  and its output has at least ``SPLIT_MIN_OUT`` values per frame (smaller ones are not worth a hand-off):
+  the second half runs in the worker while the caller computes the first. For the paper encoder that
+  splits the first two levels (256 at 64x64: ~1.2 ms on one core, 128 at 32x32: ~3.3 ms) and keeps the third
+  (128 at 16x16, ~0.5 ms) whole; the codes are bit-identical to the unsplit ones (tests/robot/
+  test_loop_parallel.py checks it). Narrower convolutions are not split because oneDNN picks other kernels
+  for them (a 4-channel test encoder split in 2 + 2 rounded differently, ~1e-7).
+
+Encoders of any other layout fall back to ``ae.encode_images``.
+
+``ModeChooser`` picks, while a run goes, whichever of the sequential and the two-thread loop is faster on
+this machine right now (``ExploreConfig.parallel = "auto"``): both compute the same bits, so switching
+changes only the speed. On an idle 2-core machine the two-thread loop should win; with other jobs on the
+cores its hand-offs wait for descheduled threads and it measured ~20% slower.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.autoencoder import ConvAutoencoder, preprocess
+
+__all__ = ["FrameEncoder", "ModeChooser", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT"]
+
+SPLIT_MIN = 32  # fewest output channels per half for a convolution to be split over two threads
+SPLIT_MIN_OUT = 2**17  # fewest output values (channels x height x width) per frame for a split
+
+
+def pool2_relu(y: torch.Tensor) -> torch.Tensor:
+    """relu(max_pool2d(y, 2)) == max_pool2d(relu(y), 2) exactly; y (N, C, H, W), H and W even -> (N, C, H/2, W/2)."""
+    a = torch.maximum(y[:, :, 0::2], y[:, :, 1::2])
+    return torch.maximum(a[..., 0::2], a[..., 1::2]).relu_()
+
+
+def _level(x: torch.Tensor, conv: nn.Conv2d, lo: int, hi: int) -> torch.Tensor:
+    """Output channels lo:hi of one encoder level (conv 3x3, ReLU, max-pool 2): x (N, Cin, H, W) ->
+    (N, hi - lo, H/2, W/2)."""
+    with torch.no_grad():
+        bias = conv.bias[lo:hi] if conv.bias is not None else None
+        y = F.conv2d(x, conv.weight[lo:hi], bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return pool2_relu(y)
+
+
+class FrameEncoder:
+    """Codes (N, code_size) float32 of RGB uint8 frames (N, H, W, 3) or one frame (H, W, 3), equal to
+    ``ae.encode_images(frames, batch_size)`` (the same batches: a convolution's kernel may depend on them)."""
+
+    def __init__(self, ae: ConvAutoencoder, pool: ThreadPoolExecutor | None = None, batch_size: int = 256) -> None:
+        self.ae, self.pool, self.batch_size = ae, pool, int(batch_size)
+        mods = list(ae.encoder.features)
+        levels = [mods[i:i + 3] for i in range(0, len(mods), 3)]
+        ok = len(mods) % 3 == 0 and all(
+            isinstance(c, nn.Conv2d) and c.groups == 1 and isinstance(r, nn.ReLU) and isinstance(m, nn.MaxPool2d)
+            and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2)) and m.padding in (0, (0, 0))
+            and not m.ceil_mode and m.dilation in (1, (1, 1)) for c, r, m in levels)
+        self.convs: list[nn.Conv2d] | None = [lv[0] for lv in levels] if ok else None
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, Cin, S, S) -> flattened features (N, F)."""
+        assert self.convs is not None
+        for conv in self.convs:
+            half = conv.out_channels // 2
+            if (self.pool is None or conv.out_channels % 32 or half < SPLIT_MIN
+                    or conv.out_channels * x.shape[2] * x.shape[3] < SPLIT_MIN_OUT):
+                x = _level(x, conv, 0, conv.out_channels)
+                continue
+            rest = self.pool.submit(_level, x, conv, half, conv.out_channels)
+            x = torch.cat([_level(x, conv, 0, half), rest.result()], 1)
+        return torch.flatten(x, 1)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.convs is None:
+            return self.ae.encode_images(images, self.batch_size)
+        x = preprocess(images, self.ae.cfg.color, self.ae.cfg.size)
+        with torch.no_grad():
+            out = [self.ae.encoder.fc(self._features(x[i:i + self.batch_size]))
+                   for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.ae.cfg.code_size), np.float32)
+
+
+class ModeChooser:
+    """Which loop (parallel True / False) to run at each iteration, from the measured iteration times.
+
+    Every ``period`` iterations (counted from ``first``) it probes: ``probe`` iterations in the current
+    choice A, ``2 * probe`` in the other B, ``probe`` in A again (A B B A cancels a linear drift such as the
+    fits growing while the memory fills), then keeps the faster until the next probe. ``fixed`` (True or
+    False) turns probing off. ``record(t, seconds)`` after each iteration; iterations not recorded (e.g.
+    those that wrote a checkpoint) do not count.
+    """
+
+    def __init__(self, first: int, fixed: bool | None = None, start: bool = True, period: int = 250,
+                 probe: int = 8) -> None:
+        self.first, self.fixed, self.best = int(first), fixed, bool(start if fixed is None else fixed)
+        self.period, self.probe = int(period), int(probe)
+        self._times: dict[bool, list[float]] = {True: [], False: []}
+        self.switches = 0
+
+    def _slot(self, t: int) -> int:
+        """Index of iteration t in its period's probe (0 .. 4 * probe - 1), or -1 outside the probe."""
+        k = (t - self.first) % self.period
+        return k if k < 4 * self.probe else -1
+
+    def parallel(self, t: int) -> bool:
+        """The mode of iteration t (>= first)."""
+        if self.fixed is not None:
+            return self.fixed
+        k = self._slot(t)
+        return self.best if k < 0 or k < self.probe or k >= 3 * self.probe else not self.best
+
+    def record(self, t: int, seconds: float) -> None:
+        """Iteration t took ``seconds``; at the end of a probe, keep the faster mode (mean time)."""
+        if self.fixed is not None:
+            return
+        k = self._slot(t)
+        if k < 0:
+            return
+        self._times[self.parallel(t)].append(float(seconds))
+        if k == 4 * self.probe - 1:
+            a, b = self._times[self.best], self._times[not self.best]
+            if a and b and sum(b) / len(b) < sum(a) / len(a):
+                self.best, self.switches = not self.best, self.switches + 1
+            self._times = {True: [], False: []}
