@@ -62,7 +62,8 @@ from microfarm_toolkit import (
 )
 from robot.compare_report import CURVE_KEYS, aggregate, fmt_value, write_report
 
-__all__ = ["cli", "CompareSpec", "parse_args", "conditions", "aggregate", "write_report", "CURVE_KEYS"]
+__all__ = ["cli", "CompareSpec", "parse_args", "conditions", "aggregate", "write_report", "CURVE_KEYS",
+           "run_configs"]
 
 NOT_AXES = ("seed", "out", "resume", "progress", "gui")
 # compare's defaults where they differ from a single run's
@@ -193,7 +194,7 @@ def conditions(spec: CompareSpec) -> list[tuple[str, dict[str, Any]]]:
 
 
 # -- running ------------------------------------------------------------------------------------------
-_CFG_IGNORED = ("out", "resume", "progress", "threads", "plots", "export", "gui")
+_CFG_IGNORED = ("out", "resume", "progress", "threads", "plots", "export", "gui", "parallel")  # no effect on results
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +223,10 @@ def _status(cfg: Any, run_dir: Path) -> str:
         except (OSError, ValueError, KeyError):
             return "new"
         want = json.loads(json.dumps(_comparable(dataclasses.asdict(cfg)), default=str))
-        have = json.loads(json.dumps(_comparable(old), default=str))
+        # a field added after that run was written has its default there
+        defaults = json.loads(json.dumps(_comparable(dataclasses.asdict(type(cfg)())), default=str))
+        have = {**{k: v for k, v in defaults.items() if k not in old}, **json.loads(json.dumps(_comparable(old),
+                                                                                              default=str))}
         if want != have:
             diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
             raise UsageError(f"{str(run_dir)!r} holds a finished run with another config ({', '.join(diff)} "
@@ -332,6 +336,24 @@ def _execute_ray(jobs: list[tuple[str, Any, bool]], spec: CompareSpec,
                 if not (out / name).is_file():
                     atomic_write_text(out / name, res[key])
             done(label, None)
+
+
+def run_configs(runs: list[tuple[str, dict[str, Any], Path]], workers: int, progress: bool = True) -> list[str]:
+    """Run ``(label, ExploreConfig kwargs, run folder)`` triples the way a grid does: finished runs (same config)
+    are skipped, interrupted ones resumed, the rest run in a pool of ``workers``; returns failed runs' error lines.
+    The kwargs are validated first (``UsageError``); ``seed`` and ``out`` come from them and the folder."""
+    from robot.explore import ExploreConfig, validate_config
+
+    jobs: list[tuple[str, Any, bool]] = []
+    for label, kw, run_dir in runs:
+        cfg = ExploreConfig(**{**kw, "out": run_dir, "progress": False})
+        validate_config(cfg)
+        state = _status(cfg, run_dir)
+        if state != "done":
+            jobs.append((label, cfg, state == "resume"))
+    print(f"{len(runs)} runs, {len(jobs)} to run with {workers} worker(s)", flush=True)
+    spec = CompareSpec(axes={}, fixed={}, seeds=[], workers=workers, ray=None, out=None, progress=progress)
+    return _execute(jobs, spec) if jobs else []
 
 
 # -- command ------------------------------------------------------------------------------------------
