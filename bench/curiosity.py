@@ -41,22 +41,12 @@ FILL = 320  # memory size: the first FILL iterations are random commands
 
 
 def run(out: Path, steps: int, seeds: int, workers: int) -> int:
-    from robot.compare import CompareSpec, _execute, _status
-    from robot.explore import ExploreConfig, validate_config
+    from robot.compare import run_configs
 
-    jobs = []
-    for cond, arm in CELLS:
-        for s in range(seeds):
-            d = out / "runs" / cond / arm / f"seed{s}"
-            cfg = ExploreConfig(**CONDITIONS[cond], **ARMS[arm], steps=steps, log_every=10, seed=s, out=d,
-                                threads=1, plots=False, export=False, progress=False, checkpoint_every=250)
-            validate_config(cfg)
-            state = _status(cfg, d)
-            if state != "done":
-                jobs.append((f"{cond}/{arm}/seed{s}", cfg, state == "resume"))
-    print(f"{len(CELLS) * seeds} runs, {len(jobs)} to run with {workers} worker(s)", flush=True)
-    spec = CompareSpec(axes={}, fixed={}, seeds=list(range(seeds)), workers=workers, ray=None, out=out, progress=True)
-    errors = _execute(jobs, spec)
+    runs = [(f"{cond}/{arm}/seed{s}", {**CONDITIONS[cond], **ARMS[arm], "steps": steps, "log_every": 10, "seed": s,
+                                      "threads": 1, "plots": False, "export": False, "checkpoint_every": 250},
+             out / "runs" / cond / arm / f"seed{s}") for cond, arm in CELLS for s in range(seeds)]
+    errors = run_configs(runs, workers)
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0

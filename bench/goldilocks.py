@@ -31,22 +31,12 @@ def arms(candidates: int) -> dict[str, dict[str, Any]]:
 
 
 def run(out: Path, steps: int, seeds: int, candidates: int, workers: int) -> int:
-    from robot.compare import CompareSpec, _execute, _status
-    from robot.explore import ExploreConfig, validate_config
+    from robot.compare import run_configs
 
-    jobs = []
-    for arm, kw in arms(candidates).items():
-        for s in range(seeds):
-            d = out / "runs" / arm / f"seed{s}"
-            cfg = ExploreConfig(**kw, steps=steps, log_every=10, seed=s, out=d, threads=1, plots=False, export=False,
-                                progress=False, checkpoint_every=250)
-            validate_config(cfg)
-            state = _status(cfg, d)
-            if state != "done":
-                jobs.append((f"{arm}/seed{s}", cfg, state == "resume"))
-    print(f"{3 * seeds} runs, {len(jobs)} to run with {workers} worker(s)", flush=True)
-    spec = CompareSpec(axes={}, fixed={}, seeds=list(range(seeds)), workers=workers, ray=None, out=out, progress=True)
-    errors = _execute(jobs, spec)
+    runs = [(f"{arm}/seed{s}", {**kw, "steps": steps, "log_every": 10, "seed": s, "threads": 1, "plots": False,
+                                "export": False, "checkpoint_every": 250}, out / "runs" / arm / f"seed{s}")
+            for arm, kw in arms(candidates).items() for s in range(seeds)]
+    errors = run_configs(runs, workers)
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0
