@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,3 +70,15 @@ def tiny_encoder(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     ae = ConvAutoencoder(TINY_AE)
     return save_weights(path, ae, TINY_AE.to_dict(), kind="autoencoder")
+
+
+def tiny_explore_config(tmp_path: Path, out: str, **kw: object) -> Any:
+    """A fast ``ExploreConfig`` for tests (tiny MLPs, memory 12, 40 steps, the tiny encoder) writing to
+    ``tmp_path / out``; ``kw`` overrides any field."""
+    from robot.explore import ExploreConfig
+
+    base = dict(steps=40, memory_size=12, hidden=[24, 24], test_size=50, goal_samples=30, n_goals=4,
+                encoder=tiny_encoder(tmp_path / "enc.safetensors"), out=tmp_path / out, checkpoint_every=10,
+                export=False, plots=False, progress=False, threads=1, lr=0.05, forget_window=5)
+    base.update(kw)
+    return ExploreConfig(**base)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_camera_robot import FakeCameraRobot, tiny_encoder
+from fake_camera_robot import FakeCameraRobot, tiny_explore_config
 
 from robot.conditions import ConditionMeter, split_goals
 from robot.explore import ExploreConfig, run
@@ -19,11 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path: Path, out: str, **kw: object) -> ExploreConfig:
-    base = dict(steps=40, memory_size=12, hidden=[24, 24], test_size=50, goal_samples=30, n_goals=4,
-                encoder=tiny_encoder(tmp_path / "enc.safetensors"), out=tmp_path / out, checkpoint_every=10,
-                export=False, plots=False, progress=False, threads=1, lr=0.05, forget_window=5)
-    base.update(kw)
-    return ExploreConfig(**base)  # type: ignore[arg-type]
+    return tiny_explore_config(tmp_path, out, **kw)
 
 
 def _rows(path: Path) -> list[dict[str, float]]:
