@@ -7,7 +7,8 @@ Three arms of the paper preset (gantry, 1000 iterations, metrics every 10): ``de
 initialisation), ``curvature`` (the highest Tr(H)/||H|| of ``--candidates`` initialisations, ``robot.init_select``)
 and ``loss`` (the lowest initial loss of as many), seeds 0..N-1. ``analyse`` reports the forward and inverse test
 MSE at iterations 250 and 1000 (mean +- std over seeds) and Welch's t-test of each arm against ``default``, and
-writes ``OUT/results.json`` and ``OUT/results.md``.
+writes ``OUT/results.json``, ``OUT/results.md`` and the test-error curves (mean +- std over seeds) in
+``OUT/figures/summary.png``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import csv
 import sys
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,7 +48,7 @@ def _errors(metrics: Path) -> dict[str, float]:
 
 
 def analyse(out: Path) -> dict[str, Any]:
-    from scipy.stats import ttest_ind
+    from arm_table import arm_table, plot_arms
 
     from microfarm_toolkit import atomic_write_json, atomic_write_text
 
@@ -58,31 +57,8 @@ def analyse(out: Path) -> dict[str, Any]:
         if (d / "summary.json").is_file():
             per.setdefault(d.parent.name, []).append(_errors(d / "metrics.csv"))
     keys = [f"{k}@{t}" for t in AT for k in ("fwd_mse", "inv_mse")]
-    table: dict[str, Any] = {}
-    for arm, rs in per.items():
-        table[arm] = {}
-        for k in keys:
-            vals = [r[k] for r in rs if k in r]
-            if not vals:
-                continue
-            row = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
-            base = [r[k] for r in per.get("default", []) if k in r]
-            if arm != "default" and len(base) >= 2 and len(vals) >= 2:
-                row["ratio_to_default"] = row["mean"] / float(np.mean(base))
-                row["welch_p"] = float(ttest_ind(vals, base, equal_var=False).pvalue)
-            table[arm][k] = row
-    lines = ["| arm | n | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for arm, row in table.items():
-        cells = []
-        for k in keys:
-            r = row.get(k)
-            if r is None:
-                cells.append("-")
-                continue
-            extra = f" ({r['ratio_to_default']:.3f}x, p {r['welch_p']:.2g})" if "welch_p" in r else ""
-            cells.append(f"{r['mean']:.4g} ± {r['std']:.2g}{extra}")
-        n = max((r["n"] for r in row.values()), default=0)
-        lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    table, lines = arm_table(per, keys)
+    plot_arms(out, list(per), ("fwd_mse", "inv_mse"))
     atomic_write_json(out / "results.json", table)
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return table

@@ -79,7 +79,8 @@ def edm_penalty(activations: Any, groups: int, eps: float = 1e-5) -> Any:
     if groups < 2 or c % groups:
         raise ValueError(f"EDM groups must be >= 2 and divide the {c} channels, got {groups}")
     x = x.float()
-    z = (x - x.mean(0, keepdim=True)) / (x.std(0, unbiased=False, keepdim=True) + eps)
+    # sqrt(var + eps^2), not std + eps: a constant unit (a dead ReLU, one sample) gets a finite gradient, not NaN
+    z = (x - x.mean(0, keepdim=True)) / (x.var(0, unbiased=False, keepdim=True) + eps * eps).sqrt()
     corr = z.T @ z / s  # [C,C]
     g = torch.arange(c, device=x.device) // (c // groups)
     off = (g[:, None] != g[None, :]).to(corr.dtype)

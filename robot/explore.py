@@ -46,6 +46,7 @@ from robot.explore_state import Tracker, leave_region_command, load_checkpoint, 
 from robot.interest import make_interest
 from robot.memory import EpisodicMemory
 from robot.online import OnlineModels, TrainingDivergedError
+from robot.online_monitor import online_veca, veca_columns
 
 __all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError",
            "validate_config"]
@@ -99,6 +100,9 @@ class ExploreConfig:
     unreachable_views: Literal["bed", "height"] = _f("bed", "unreachable views: another bed, or from 0.65 m")
     init_candidates: int = _f(1, "initialisations of the online MLPs to draw; keep the best by --init-criterion")
     init_criterion: Literal["curvature", "loss"] = _f("curvature", "highest Tr(H)/||H|| or lowest initial loss")
+    edm_weight: float = _f(0.0, "weight of the EDM decorrelation penalty on the MLPs' hidden layers (0: off)")
+    edm_groups: int = _f(4, "EDM groups per hidden layer (must divide every --hidden size)")
+    veca_every: int = _f(10, "log VECA of the MLPs' hidden layers on their training set every N iterations (0: off)")
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
     threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
@@ -147,6 +151,9 @@ def validate_config(cfg: ExploreConfig) -> None:
               (bool(cfg.hidden), "--hidden needs at least one layer"),
               (-1 <= cfg.leave_region <= 3, "--leave-region must be a quadrant 0-3 (or -1: no probe)"),
               (cfg.init_candidates >= 1, "--init-candidates must be >= 1"),
+              (cfg.edm_weight >= 0, "--edm-weight must be >= 0"), (cfg.veca_every >= 0, "--veca-every must be >= 0"),
+              (cfg.edm_weight == 0 or (cfg.edm_groups >= 2 and all(h % cfg.edm_groups == 0 for h in cfg.hidden)),
+               f"--edm-groups must be >= 2 and divide every --hidden size {list(cfg.hidden)}"),
               (cfg.init_candidates == 1 or cfg.dataset is None,
                "--init-candidates > 1 scores initialisations on the goal views, which --dataset does not have; "
                "drop one of them"),
@@ -205,7 +212,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     lo, hi = robot.action_low, robot.action_high
     st = setup_state(cfg, robot, ae) if ckpt is None else ckpt["state"]
     models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=int(st.get("init_seed", cfg.seed)),
-                          parallel=cfg.parallel != "off")
+                          parallel=cfg.parallel != "off", edm_weight=cfg.edm_weight, edm_groups=cfg.edm_groups)
     # the two modes compute the same bits; auto probes them unless torch's own threads are asked for
     fixed = {"on": True, "off": False}.get(cfg.parallel, False if cfg.threads > 1 else None)
     pool = models.worker() if fixed is not False else None
@@ -214,8 +221,9 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,
                              temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
                              window=cfg.slope_window)
+    veca_cols = veca_columns(len(cfg.hidden)) if cfg.veca_every else ()
     tracker = Tracker(D, cfg.n_goals, st["test_motor"], cfg.forget_window, cfg.leave_region, cfg.leave_at,
-                      extra_columns=COLUMNS)
+                      extra_columns=COLUMNS + veca_cols)
     n_test = len(st["test_motor"])  # checkpoints written before these measures existed lack their masks
     meter = ConditionMeter(st.get("test_learnable", np.ones(n_test, bool)),
                            st.get("goal_unreachable", np.zeros(cfg.n_goals, bool)),
@@ -293,8 +301,10 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             meter.add_move(motors, bool((getattr(robot, "last_info", None) or {}).get("in_distractor", False)),
                            goal, not random_cmd)
             if errs is not None:
+                veca = ({} if not veca_cols else online_veca(models, fit_m, fit_c) if t % cfg.veca_every == 0
+                        else dict.fromkeys(veca_cols, float("nan")))
                 row = tracker.log(t, errs, goal, random_cmd, interest.values, losses, memory.stats(t),
-                                  time.perf_counter() - t0, extra=meter.row(errs))
+                                  time.perf_counter() - t0, extra={**meter.row(errs), **veca})
                 bar.set_postfix(fwd=f"{row['fwd_mse']:.3g}", inv=f"{row['inv_mse']:.3g}", refresh=False)
             if t % cfg.checkpoint_every == 0 or stop.flag:
                 save_checkpoint(out / "checkpoint", snapshot(t))

@@ -18,6 +18,12 @@ the fused step itself on views k:k+1 of the stacked tensors (a leading dim of 1 
 (tests/robot/test_loop_parallel.py checks it). It is a speed choice only: same SGD steps, same batches,
 same shuffles, same state (``state_dict`` and checkpoints do not change). ``fit_test`` also evaluates each
 fitted model on a test set in its own thread.
+
+``edm_weight`` w > 0 adds the EDM decorrelation penalty (Gu et al., issue 19.2; ``models.veca.edm_penalty``) of
+every hidden layer to each model's loss: loss_k = MSE_k + w * sum_l EDM(h_l of model k over the batch, ``edm_groups``
+groups). Its gradient with respect to each hidden layer's output comes from autograd
+(``robot.online_monitor.edm_hidden_grad``) and joins the hand-written backward there; w = 0 (the default) runs
+exactly the ops of the plain update. The reported losses stay the MSEs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 
 from models.mlp import MLP, forward_model, inverse_model
+from robot.online_monitor import edm_hidden_grad
 
 __all__ = ["OnlineModels", "TrainingDivergedError"]
 
@@ -42,13 +49,19 @@ class OnlineModels:
     """Forward and inverse MLPs trained together. motor_dim D, code_dim C; hidden sizes shared by both.
 
     seed: initialisation (Glorot-uniform, zero biases, like Keras). All arrays in/out are float32 numpy.
+    edm_weight, edm_groups: the EDM penalty on the hidden layers (see the module doc; 0 = off).
     parallel: fit (and evaluate) the two models in two threads at once (see the module doc); call ``close()``
     (or use the object as a context manager) to stop the worker thread, else it ends with the process.
     """
 
     def __init__(self, motor_dim: int, code_dim: int, hidden: tuple[int, ...] = (320, 320), lr: float = 0.0014,
-                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0, parallel: bool = False) -> None:
+                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0, parallel: bool = False,
+                 edm_weight: float = 0.0, edm_groups: int = 4) -> None:
         self.D, self.C, self.hidden = int(motor_dim), int(code_dim), tuple(int(h) for h in hidden)
+        self.edm_weight, self.edm_groups = float(edm_weight), int(edm_groups)
+        if self.edm_weight and (self.edm_groups < 2 or any(h % self.edm_groups for h in self.hidden)):
+            raise ValueError(f"EDM groups must be >= 2 and divide every hidden size {self.hidden}, "
+                             f"got {self.edm_groups}")
         self.lr, self.momentum, self.nesterov = float(lr), float(momentum), bool(nesterov)
         self.P = max(self.D, self.C)
         g = torch.Generator().manual_seed(seed)
@@ -183,7 +196,10 @@ class OnlineModels:
             grads.append(g.sum(1, keepdim=True))
             grads.append(torch.bmm(h.transpose(1, 2), g))
             if i:
-                g = torch.bmm(g, ws[i].transpose(1, 2)).mul_(1.0 - h * h)
+                g = torch.bmm(g, ws[i].transpose(1, 2))
+                if self.edm_weight:  # d(w * EDM(h_i)) / d h_i, h_i (M, B, H) the hidden layer's output
+                    g.add_(edm_hidden_grad(h, self.edm_groups), alpha=self.edm_weight)
+                g.mul_(1.0 - h * h)
         grads.reverse()  # [W0, b0, W1, b1, ...]
         mu, lr = self.momentum, self.lr
         if mu:

@@ -1,10 +1,11 @@
-"""VECA of the online models' hidden layers: a generalisation monitor that needs no held-out set (issue 19.1).
+"""VECA of the online models' hidden layers (a generalisation monitor that needs no held-out set, issue 19.1), and
+the gradient of their EDM penalty (a decorrelation regulariser, issue 19.2).
 
 VECA (Ge et al., AAAI 2020; ``models.veca``) of a layer is the variance of the eigenvalues of the covariance of its
 activations over samples. The exploring robot has no validation set, so ``online_veca`` computes it on the samples
-it is learning from now (the last ``recent`` samples of the loop) for each hidden layer of the forward model
-(input: motor) and the inverse model (input: code): columns ``veca_fwd_h0``, ``veca_fwd_h1``, ``veca_inv_h0``, ...
-of ``metrics.csv``.
+it is learning from now (its training set: the episodic memory plus the last ``recent`` samples) for each hidden
+layer of the forward model (input: motor) and the inverse model (input: code): columns ``veca_fwd_h0``,
+``veca_fwd_h1``, ``veca_inv_h0``, ... of ``metrics.csv``, every ``--veca-every`` iterations (NaN between).
 
 With S samples and H units the covariance has rank < S, and the eigenvalue variance is computed without an
 eigendecomposition: mean(l) = tr(K) / ((S - 1) H) and mean(l^2) = ||K||_F^2 / ((S - 1)^2 H) for the centred Gram
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["veca_gram", "hidden_activations", "online_veca", "veca_columns"]
+__all__ = ["veca_gram", "hidden_activations", "online_veca", "veca_columns", "edm_hidden_grad"]
 
 
 def veca_gram(acts: np.ndarray | torch.Tensor) -> float:
@@ -56,3 +57,33 @@ def veca_columns(n_hidden: int) -> tuple[str, ...]:
 def online_veca(models: Any, motor: np.ndarray, code: np.ndarray) -> dict[str, float]:
     """``veca_<model>_h<i>`` of each hidden layer on the samples motor (S, D) / code (S, C); NaN if S < 2."""
     return {f"veca_{k}": veca_gram(a) for k, a in hidden_activations(models, motor, code).items()}
+
+
+_MASKS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _off_block_mask(h: int, groups: int) -> torch.Tensor:
+    """(h, h) float32: 1 between units of different groups (contiguous groups of h / groups), 0 within."""
+    key = (h, groups)
+    if key not in _MASKS:
+        g = torch.arange(h) // (h // groups)
+        _MASKS[key] = (g[:, None] != g[None, :]).float()
+    return _MASKS[key]
+
+
+def edm_hidden_grad(h: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
+    """d EDM(h[m]) / d h[m] for each model m of hidden outputs h (M, B, H) float32 (B samples of an H-unit layer;
+    EDM as ``models.veca.edm_penalty`` with ``groups`` groups); returns (M, B, H), in closed form (no autograd):
+
+    z = c / s with c = h - mean_B(h), s = sqrt(mean_B(c^2) + eps^2); R = z^T z / B; P = sum(O * R^2) / sum(O) with O
+    the off-group mask; dP/dz = 4 z (O * R) / (B sum(O)); dP/dc = dP/dz / s - c mean_B(dP/dz * c) / s^3; dP/dh =
+    dP/dc - mean_B(dP/dc). Equal to autograd of ``edm_penalty`` (tests/robot/test_online_monitor.py)."""
+    b, width = h.shape[1], h.shape[2]
+    off = _off_block_mask(width, groups)
+    c = h - h.mean(1, keepdim=True)
+    s = (c.square().mean(1, keepdim=True) + eps * eps).sqrt()
+    z = c / s
+    r = torch.bmm(z.transpose(1, 2), z).div_(b).mul_(off)
+    dz = torch.bmm(z, r).mul_(4.0 / (b * float(off.sum())))
+    dc = dz / s - c * ((dz * c).mean(1, keepdim=True) / s.pow(3))
+    return dc - dc.mean(1, keepdim=True)

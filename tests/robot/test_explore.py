@@ -84,7 +84,8 @@ def test_missing_encoder_says_how_to_make_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args,needle", [(["--memory-sise", "3"], "--memory-size"),
-                                         (["--goals", "soom"], "som"), (["--steps", "many"], "--steps")])
+                                         (["--goals", "soom"], "som"), (["--steps", "many"], "--steps"),
+                                         (["--edm-weight", "0.1", "--edm-groups", "7"], "--edm-groups")])
 def test_bad_flags_exit_2_with_one_line(args: list[str], needle: str) -> None:
     p = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
@@ -131,3 +132,32 @@ def test_probe_flags_are_checked(tmp_path: Path) -> None:
         run(_cfg(tmp_path, "x", leave_region=2, leave_at=40), robot=FakeCameraRobot())
     with pytest.raises(UsageError, match="--leave-region"):
         run(_cfg(tmp_path, "y", leave_region=4, leave_at=10), robot=FakeCameraRobot())
+
+
+def test_veca_columns_and_edm_run(tmp_path: Path) -> None:
+    """VECA of each hidden layer is logged at every --veca-every-th iteration (NaN between); with EDM on, the run
+    trains differently; --veca-every 0 leaves the columns out."""
+    plain = _rows(run(_cfg(tmp_path, "plain", steps=20, veca_every=5), robot=FakeCameraRobot()))
+    cols = ["veca_fwd_h0", "veca_fwd_h1", "veca_inv_h0", "veca_inv_h1"]
+    for r in plain:
+        vals = [float(r[c]) for c in cols]
+        if int(r["iteration"]) % 5 == 0:
+            assert all(np.isfinite(v) and v >= 0 for v in vals)
+        else:
+            assert all(np.isnan(v) for v in vals)
+    assert float(plain[-1]["veca_fwd_h0"]) != float(plain[4]["veca_fwd_h0"])
+    edm = _rows(run(_cfg(tmp_path, "edm", steps=20, veca_every=5, edm_weight=0.5, edm_groups=4),
+                    robot=FakeCameraRobot()))
+    assert edm[-1]["fwd_mse"] != plain[-1]["fwd_mse"]
+    off = _rows(run(_cfg(tmp_path, "off", steps=5, veca_every=0), robot=FakeCameraRobot()))
+    assert not any(c.startswith("veca_") for c in off[0])
+
+
+@pytest.mark.parametrize("kw,needle", [({"edm_weight": -0.1}, "--edm-weight"), ({"veca_every": -1}, "--veca-every"),
+                                       ({"edm_weight": 0.1, "edm_groups": 1}, "--edm-groups")])
+def test_edm_and_veca_values_are_checked(tmp_path: Path, kw: dict[str, object], needle: str) -> None:
+    from robot.explore import validate_config
+
+    with pytest.raises(UsageError, match=needle):
+        validate_config(_cfg(tmp_path, "x", **kw))
+    assert not (tmp_path / "x").exists()
