@@ -29,10 +29,13 @@ import numpy as np
 from microfarm_toolkit import UsageError
 
 __all__ = ["COLUMNS", "GRID", "UNREACHABLE_HEIGHT", "ConditionMeter", "check_conditions", "observe",
-           "robot_kwargs", "unreachable_codes", "split_goals"]
+           "robot_kwargs", "unreachable_codes", "split_goals", "ENCODE_BATCH"]
 
 COLUMNS = ("fwd_mse_learn", "inv_mse_learn", "distractor_moves", "unreachable_choices", "coverage_learn")
 GRID = 10  # cells per axis of the coverage grid
+# images per encoder batch: the paper encoder's first conv output is 4 MB per 64x64 image, so a batch of 256
+# peaked at ~2.2 GB RSS; 32 keeps the run under ~1 GB at the same speed
+ENCODE_BATCH = 32
 UNREACHABLE_HEIGHT = 0.65  # metres; the gantry's height axis (dof 3) reaches 0.5 at most
 OTHER_BED = 1000  # scene-seed offset of the other bed
 
@@ -87,7 +90,7 @@ def unreachable_codes(cfg: Any, ae: Any, n_views: int, size: int, lo: np.ndarray
     motors = np.random.default_rng(cfg.seed + 2).uniform(lo, hi, (n_views, len(lo))).astype(np.float32)
     other.connect()
     try:
-        return ae.encode_images(observe(other, motors)[0], 32)
+        return ae.encode_images(observe(other, motors)[0], ENCODE_BATCH)
     finally:
         other.disconnect()
 

@@ -18,14 +18,10 @@ from typing import Any
 import numpy as np
 
 from microfarm_toolkit import UsageError
-from robot.conditions import GRID, ConditionMeter, observe, split_goals, unreachable_codes
+from robot.conditions import ENCODE_BATCH, GRID, ConditionMeter, observe, split_goals, unreachable_codes
 from robot.goals import make_goals
 
 __all__ = ["setup_state", "ENCODE_BATCH"]
-
-# images per encoder batch: the paper encoder's first conv output is 4 MB per 64x64 image, so a batch of 256
-# peaked at ~2.2 GB RSS; 32 keeps the run under ~1 GB at the same speed
-ENCODE_BATCH = 32
 
 
 def _goal_codes(cfg: Any, robot: Any, ae: Any) -> tuple[np.ndarray, np.ndarray | None]:
