@@ -46,9 +46,11 @@ def _col(rows: list[dict[str, float]], key: str) -> np.ndarray:
 
 def plot_run(folder: Path, rows: list[dict[str, float]], positions: np.ndarray, test_motor: np.ndarray,
              goal_images: np.ndarray | None, n_goals: int,
-             distractor: tuple[float, float, float, float] | None = None) -> list[Path]:
+             distractor: tuple[float, float, float, float] | None = None,
+             unreachable: np.ndarray | None = None) -> list[Path]:
     """Write the run's PNGs into ``folder`` (created); returns their paths. ``distractor``: a box (x0, y0, x1, y1)
-    in motor coordinates to shade on ``explored.png`` (the gantry's motors are bed fractions)."""
+    in motor coordinates to shade on ``explored.png`` (the gantry's motors are bed fractions). ``unreachable``:
+    (n_goals,) bool, goals built from views the camera cannot reach (dashed and labelled on ``interest.png``)."""
     plt, folder = _plt(), Path(folder)
     it, out = _col(rows, "iteration"), []
     fig, ax = plt.subplots(1, 2, figsize=(12.5, 3.8))
@@ -74,7 +76,9 @@ def plot_run(folder: Path, rows: list[dict[str, float]], positions: np.ndarray, 
     out.append(folder / "mse.png")
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for g in range(n_goals):
-        ax.plot(it, _col(rows, f"lp_{g}"), lw=0.8, label=f"goal {g}")
+        far = unreachable is not None and bool(unreachable[g])
+        ax.plot(it, _col(rows, f"lp_{g}"), lw=0.8, ls="--" if far else "-",
+                label=f"goal {g} (unreachable)" if far else f"goal {g}")
     ax.set(xlabel="iteration", ylabel="interest", title="interest per goal")
     ax.legend(ncol=3, fontsize=7)
     _save(fig, folder / "interest.png")
@@ -168,7 +172,8 @@ def finish_run(out: Path, cfg: Any, robot: Any, ae: ConvAutoencoder, models: Any
             from robot.sim_robot import parse_distractor
 
             box = parse_distractor(cfg.distractor)
-        plot_run(out / "plots", tracker.rows, tracker.positions, st["test_motor"], imgs, cfg.n_goals, box)
+        plot_run(out / "plots", tracker.rows, tracker.positions, st["test_motor"], imgs, cfg.n_goals, box,
+                 st.get("goal_unreachable"))
     extra: dict[str, Any] = {"init": {"seed": int(st.get("init_seed", cfg.seed)),
                                       "candidates": list(st.get("init_candidates", []))}}
     if cfg.export:
