@@ -177,7 +177,8 @@ class Tracker:
             w = csv.DictWriter(f, fieldnames=self.columns)
             w.writeheader()
             w.writerows(rows)
-        self.rows = [{k: float(v) for k, v in r.items()} for r in rows]
+        # a column added since the checkpoint (e.g. veca_*) is empty in its older rows: NaN
+        self.rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in rows]
         self._file = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
 

@@ -161,3 +161,15 @@ def test_edm_and_veca_values_are_checked(tmp_path: Path, kw: dict[str, object], 
     with pytest.raises(UsageError, match=needle):
         validate_config(_cfg(tmp_path, "x", **kw))
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_reads_rows_with_columns_added_since(tmp_path: Path) -> None:
+    """A metrics.csv whose older rows lack a newer column (an empty cell) reopens with NaN there, not a crash."""
+    from robot.explore_state import Tracker
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("iteration,fwd_mse,veca_fwd_h0\n1,0.5,\n2,0.4,0.01\n")
+    tracker = Tracker(2, 1, np.zeros((4, 2), np.float32), 5)
+    tracker.open_csv(path, keep_until=2)
+    tracker.close()
+    assert np.isnan(tracker.rows[0]["veca_fwd_h0"]) and tracker.rows[1]["veca_fwd_h0"] == 0.01
