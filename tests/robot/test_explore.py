@@ -169,7 +169,7 @@ def test_resume_reads_rows_with_columns_added_since(tmp_path: Path) -> None:
 
     path = tmp_path / "metrics.csv"
     path.write_text("iteration,fwd_mse,veca_fwd_h0\n1,0.5,\n2,0.4,0.01\n")
-    tracker = Tracker(2, 1, np.zeros((4, 2), np.float32), 5)
+    tracker = Tracker(2, 1, np.zeros((4, 2), np.float32), 5, extra_columns=("veca_fwd_h0",))
     tracker.open_csv(path, keep_until=2)
     tracker.close()
     assert np.isnan(tracker.rows[0]["veca_fwd_h0"]) and tracker.rows[1]["veca_fwd_h0"] == 0.01
