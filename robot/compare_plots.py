@@ -25,11 +25,12 @@ def _plt() -> Any:
 
 
 def _panel(ax: Any, agg: dict[str, Any], key: str, title: str, legend: bool) -> None:
-    colors = _plt().get_cmap("tab20")
+    n = len(agg)  # tab10's colours are distinct; tab20 (pairs of shades) only where more are needed
+    colors, k = (_plt().get_cmap("tab10"), 10) if n <= 10 else (_plt().get_cmap("tab20"), 20)
     for i, (name, a) in enumerate(agg.items()):
         it = a["iteration"]
         mean, std = a["curves"][key]
-        c = colors(i % 20)
+        c = colors(i % k)
         ax.plot(it, mean, color=c, lw=1.2, label=f"{name} (n={a['n']})")
         lo = np.maximum(mean - std, mean * 0.2) if key in LOG_SCALE else mean - std
         ax.fill_between(it, lo, mean + std, color=c, alpha=0.15, lw=0)
