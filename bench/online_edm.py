@@ -8,11 +8,13 @@ EDM), ``edm0.01`` and ``edm0.1`` (``--edm-weight 0.01`` / ``0.1``, 4 groups per 
 ``analyse`` writes ``OUT/results.md`` and ``OUT/results.json``:
 
 - EDM: the forward and inverse test MSE at iterations 250 and 1000 and their mean over all logged iterations
-  (the curve's AUC / its length), mean +- std over seeds, Welch's t-test against ``default``;
+  (the curve's AUC / its length), mean +- std over seeds, Welch's t-test against ``default``; and the EDM penalty
+  of the final forward model's hidden layers on 512 uniform motor positions (did EDM decorrelate them?);
 - VECA: Spearman's rho of each ``veca_<model>_h<i>`` column with that model's test MSE (forward layers with
   ``fwd_mse``, inverse layers with ``inv_mse``), over every logged iteration of every seed of ``default``
   (pooled), from iteration 330 on (the memory is full), and within each run; the iteration itself as the
-  baseline predictor. Figures: ``OUT/figures/`` (test MSE and VECA curves, mean +- std over seeds).
+  baseline predictor. Figures: ``OUT/figures/summary.png`` (test MSE curves of the arms, mean +- std over
+  seeds) and ``OUT/figures/veca.png`` (VECA over iterations, test MSE against VECA).
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ def _errors(cols: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def _final_edm(run: Path, groups: int = 4) -> dict[str, float]:
+    """EDM penalty (``groups`` groups) of the final forward model's hidden layers on 512 uniform motor positions
+    (seeded): did the penalty decorrelate them?"""
+    import torch
+
+    from models.mlp import forward_model
+    from models.veca import edm_penalty
+    from models.weights import load_into, read_metadata
+
+    path = run / "weights" / "forward.safetensors"
+    cfg = read_metadata(path)["config"]
+    model = forward_model(int(cfg["in_dim"]), int(cfg["out_dim"]), tuple(cfg["hidden"]))
+    load_into(model, path, kind="forward_mlp")
+    h, out = torch.rand(512, int(cfg["in_dim"]), generator=torch.Generator().manual_seed(0)), {}
+    with torch.no_grad():
+        for i, lin in enumerate(model.layers[:-1]):
+            h = torch.tanh(lin(h))
+            out[f"fwd EDM h{i}"] = float(edm_penalty(h, groups))
+    return out
+
+
 def _spearman(runs: list[dict[str, np.ndarray]]) -> list[str]:
     from scipy.stats import spearmanr
 
@@ -82,6 +105,41 @@ def _spearman(runs: list[dict[str, np.ndarray]]) -> list[str]:
     return lines
 
 
+def _veca_figure(runs: list[dict[str, np.ndarray]], path: Path) -> None:
+    """(a) the last hidden layers' VECA over iterations, one line per seed; (b, c) the test MSE against that VECA
+    from iteration 330 on, one colour per seed (forward, inverse)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from microfarm_toolkit import atomic_path
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    for s, r in enumerate(runs):
+        k = np.isfinite(r["veca_fwd_h1"])
+        ax[0].plot(r["iteration"][k], r["veca_fwd_h1"][k], color=f"C{s}", lw=1, label=f"seed {s} forward")
+        ax[0].plot(r["iteration"][k], r["veca_inv_h1"][k], color=f"C{s}", lw=1, ls="--", label=f"seed {s} inverse")
+        late = k & (r["iteration"] >= FULL_MEMORY)
+        ax[1].scatter(r["veca_fwd_h1"][late], r["fwd_mse"][late], s=6, color=f"C{s}", label=f"seed {s}")
+        ax[2].scatter(r["veca_inv_h1"][late], r["inv_mse"][late], s=6, color=f"C{s}", label=f"seed {s}")
+    ax[0].set(xlabel="iteration", ylabel="VECA", yscale="log", title="(a) VECA of the last hidden layer")
+    ax[0].legend(fontsize=6, ncol=2)
+    ax[1].set(xlabel="VECA, forward model's last hidden layer", ylabel="forward test MSE",
+              title=f"(b) forward model, iterations >= {FULL_MEMORY}")
+    ax[2].set(xlabel="VECA, inverse model's last hidden layer", ylabel="inverse test MSE",
+              title=f"(c) inverse model, iterations >= {FULL_MEMORY}")
+    for a in ax[1:]:
+        a.legend(fontsize=7)
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
 def analyse(out: Path) -> dict[str, Any]:
     from arm_table import arm_table, plot_arms
 
@@ -93,11 +151,13 @@ def analyse(out: Path) -> dict[str, Any]:
         if (d / "summary.json").is_file():
             c = _columns(d / "metrics.csv")
             cols.setdefault(d.parent.name, []).append(c)
-            per.setdefault(d.parent.name, []).append(_errors(c))
-    keys = [f"{k}@{t}" for t in AT for k in ("fwd_mse", "inv_mse")] + ["fwd_mse mean", "inv_mse mean"]
+            per.setdefault(d.parent.name, []).append({**_errors(c), **_final_edm(d)})
+    keys = ([f"{k}@{t}" for t in AT for k in ("fwd_mse", "inv_mse")] + ["fwd_mse mean", "inv_mse mean"]
+            + sorted(k for k in per["default"][0] if k.startswith("fwd EDM")))
     table, lines = arm_table(per, keys)
     lines += ["", "VECA (arm default) against the test error, Spearman:", ""] + _spearman(cols["default"])
     plot_arms(out, list(per), ("fwd_mse", "inv_mse"))
+    _veca_figure(cols["default"], out / "figures" / "veca.png")
     atomic_write_json(out / "results.json", table)
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return table
