@@ -7,6 +7,9 @@ trains with Adam and MSE (the paper: 50 epochs, batch 16), holds out ``--val-fra
 curve, and writes into the run folder ``encoder.safetensors`` (config in its metadata), ``loss.png``,
 ``reconstructions.png`` (inputs above their reconstructions) and ``summary.json``; ``--weights FILE`` also
 writes the weights there (e.g. ``models/weights/encoder.safetensors``, the default of both arms).
+``--info-plane-every N`` (N >= 1) also writes ``info_plane.csv`` and ``info_plane.png``: MINE estimates of I(X;T) and
+I(T;Y) for every hidden layer T (X = input, Y = reconstruction) at epoch 0, every N epochs and at the end
+(robot.info_plane; docs/science.md section 6).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm import tqdm
 from microfarm_toolkit import UsageError, atomic_path, atomic_write_json, next_run_dir, parse_config
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder, preprocess
 from models.weights import save_weights
+from robot.info_plane import info_plane_rows, write_info_plane
 
 __all__ = ["TrainEncoderConfig", "train_encoder", "cli"]
 
@@ -52,6 +56,10 @@ class TrainEncoderConfig:
     seed: int = _f(0, "seed of init and shuffling")
     threads: int = _f(2, "torch threads")
     progress: bool = _f(True, "show a progress bar")
+    info_plane_every: int = _f(0, "MINE information plane (info_plane.csv/.png) at epoch 0, every N epochs and at "
+                                  "the end (0 = off)")
+    mine_steps: int = _f(300, "MINE training steps per estimate")
+    mine_samples: int = _f(512, "training images used by the information plane (at most the training set)")
 
 
 def _load(data: Path) -> np.ndarray:
@@ -68,12 +76,13 @@ def train_encoder(cfg: TrainEncoderConfig) -> Path:
         raise UsageError("--data DIR is required (a features dataset)")
     if cfg.epochs < 1 or cfg.batch_size < 1 or not 0 <= cfg.val_fraction < 1:
         raise UsageError("--epochs and --batch-size must be >= 1 and --val-fraction in [0, 1)")
+    if cfg.info_plane_every < 0 or cfg.mine_steps < 1 or cfg.mine_samples < 8:
+        raise UsageError("--info-plane-every must be >= 0, --mine-steps >= 1 and --mine-samples >= 8")
     try:
         ae_cfg = AutoencoderConfig(cfg.size, cfg.color, tuple(cfg.channels), cfg.code_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
     images = np.concatenate([_load(d) for d in cfg.data])
-    out = next_run_dir("train-encoder", cfg.out)
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     x = preprocess(images, ae_cfg.color, ae_cfg.size)
@@ -81,12 +90,18 @@ def train_encoder(cfg: TrainEncoderConfig) -> Path:
     order = rng.permutation(len(x))
     n_val = int(round(cfg.val_fraction * len(x))) if len(x) > 1 else 0
     xv, xt = x[order[:n_val]], x[order[n_val:]]
+    if cfg.info_plane_every and min(len(xt), cfg.mine_samples) < 8:  # checked before anything is written
+        raise UsageError(f"the information plane needs >= 8 training images, the dataset leaves {len(xt)}")
+    out = next_run_dir("train-encoder", cfg.out)
     ae = ConvAutoencoder(ae_cfg)
     opt = torch.optim.Adam(ae.parameters(), lr=cfg.lr)
     hist: dict[str, list[float]] = {"train": [], "val": []}
     t0 = time.perf_counter()
+    xi, info_rows = xt[:cfg.mine_samples], []
+    if cfg.info_plane_every:
+        info_rows += info_plane_rows(ae, xi, 0, cfg.mine_steps, cfg.seed)
     bar = tqdm(range(cfg.epochs), desc="train-encoder", unit="epoch", disable=not cfg.progress)
-    for _ in bar:
+    for epoch in bar:
         ae.train()
         perm, tot = torch.from_numpy(rng.permutation(len(xt))), 0.0
         for s in range(0, len(xt), cfg.batch_size):
@@ -102,6 +117,9 @@ def train_encoder(cfg: TrainEncoderConfig) -> Path:
             with torch.no_grad():
                 hist["val"].append(float(torch.mean((ae(xv) - xv) ** 2)))
         bar.set_postfix(loss=f"{hist['train'][-1]:.5f}", refresh=False)
+        if cfg.info_plane_every and ((epoch + 1) % cfg.info_plane_every == 0 or epoch + 1 == cfg.epochs):
+            info_rows += info_plane_rows(ae, xi, epoch + 1, cfg.mine_steps, cfg.seed)
+            write_info_plane(out, info_rows)  # rewritten at every point: a stopped run keeps its plane so far
     if not np.isfinite(hist["train"][-1]):
         raise RuntimeError(f"autoencoder training diverged (loss {hist['train'][-1]}); lower --lr")
     path = save_weights(out / "encoder.safetensors", ae, ae_cfg.to_dict(), kind="autoencoder",
