@@ -40,7 +40,7 @@ from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
 from robot.conditions import COLUMNS, ConditionMeter, check_conditions, robot_kwargs
-from robot.explore_parallel import FrameEncoder, ModeChooser
+from robot.explore_parallel import PROCESS_MIN_STEPS, FrameEncoder, LoopMode, ModeChooser
 from robot.explore_setup import setup_state
 from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
 from robot.interest import make_interest
@@ -106,10 +106,11 @@ class ExploreConfig:
     log_every: int = _f(1, "log metrics every k iterations")
     checkpoint_every: int = _f(500, "write checkpoint/ every N iterations")
     threads: int = _f(1, "torch threads (more only on an idle machine: oversubscribed, 2 ran 8x slower)")
-    parallel: Literal["auto", "on", "off"] = _f("auto", "fit forward and inverse model, and encode, in two threads "
-                                                "at once (same results, bit for bit; keep --threads 1); auto: "
-                                                "whichever of on/off measures faster during the run (off with "
-                                                "--threads > 1)")
+    parallel: Literal["auto", "process", "thread", "off"] = _f(
+        "auto", "fit forward and inverse model at once, the inverse in a child process (process) or a thread "
+        "(thread), and encode in two threads (same results, bit for bit; keep --threads 1); off: sequential; "
+        "auto: whichever of off and the parallel loop measures faster during the run (process for runs of "
+        f">= {PROCESS_MIN_STEPS} iterations, else thread; off with --threads > 1)")
     robot: str = _f("sim", "robot name in robot.registry")
     out: Path | None = _f(None, "output folder (default runs/explore/<N>)")
     resume: Path | None = _f(None, "continue the run in this folder from its checkpoint")
@@ -212,11 +213,10 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     lo, hi = robot.action_low, robot.action_high
     st = setup_state(cfg, robot, ae) if ckpt is None else ckpt["state"]
     models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=int(st.get("init_seed", cfg.seed)),
-                          parallel=cfg.parallel != "off", edm_weight=cfg.edm_weight, edm_groups=cfg.edm_groups)
-    # the two modes compute the same bits; auto probes them unless torch's own threads are asked for
-    fixed = {"on": True, "off": False}.get(cfg.parallel, False if cfg.threads > 1 else None)
-    pool = models.worker() if fixed is not False else None
-    encode = FrameEncoder(ae, pool)  # == ae.encode_images (bit for bit), faster
+                          edm_weight=cfg.edm_weight, edm_groups=cfg.edm_groups)
+    start = int(st["iteration"])
+    loop = LoopMode(models, cfg.parallel, cfg.threads, cfg.steps - start, start + 1, ModeChooser)  # same bits
+    encode = FrameEncoder(ae, loop.pool)  # == ae.encode_images (bit for bit), faster
     memory = EpisodicMemory(cfg.memory_size, cfg.memory_prob, cfg.memory_policy, D, C)
     interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,
                              temperature=cfg.temperature, decay=cfg.lp_decay, floor=cfg.lp_floor,
@@ -240,8 +240,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
         robot.send_action(ckpt["position"])
     rng = np.random.default_rng()
     rng.bit_generator.state = st["rng"]
-    goals, start, t0 = st["goals"], int(st["iteration"]), time.perf_counter() - float(st["elapsed"])
-    chooser = ModeChooser(start + 1, fixed)
+    goals, t0 = st["goals"], time.perf_counter() - float(st["elapsed"])
     tracker.open_csv(out / "metrics.csv", keep_until=start)
     position = robot.get_observation()["motor"]
 
@@ -254,11 +253,10 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
 
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, disable=not cfg.progress,
                desc="explore", unit="it", dynamic_ncols=True)
-    with _Interrupt() as stop:
+    with _Interrupt() as stop, models:  # models: stops the worker thread and the child process
         for t in bar:
             t_it = time.perf_counter()
-            models.parallel = chooser.parallel(t)
-            encode.pool = pool if models.parallel else None
+            loop.begin(t, encode)  # this iteration's mode
             goal = interest.select(rng)
             random_cmd = cfg.goals == "random" or not memory.full or rng.random() < cfg.random_prob
             leaving = cfg.leave_region if cfg.leave_region >= 0 and t > cfg.leave_at else -1
@@ -309,7 +307,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             if t % cfg.checkpoint_every == 0 or stop.flag:
                 save_checkpoint(out / "checkpoint", snapshot(t))
             else:
-                chooser.record(t, time.perf_counter() - t_it)
+                loop.chooser.record(t, time.perf_counter() - t_it)
             if stop.flag:
                 bar.close()
                 tracker.close()
@@ -317,7 +315,6 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                 raise KeyboardInterrupt
     bar.close()
     tracker.close()
-    models.close()  # the worker thread (also stopped when models is collected)
     wall = time.perf_counter() - t0
     save_checkpoint(out / "checkpoint", snapshot(cfg.steps))
     from robot.plots import finish_run

@@ -34,8 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.autoencoder import ConvAutoencoder, preprocess
+from robot.online import OnlineModels
 
-__all__ = ["FrameEncoder", "ModeChooser", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT"]
+__all__ = ["FrameEncoder", "ModeChooser", "LoopMode", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT", "PROCESS_MIN_STEPS"]
+
+PROCESS_MIN_STEPS = 300  # fewest iterations left for "auto" to start the fit's child process
 
 SPLIT_MIN = 32  # fewest output channels per half for a convolution to be split over two threads
 SPLIT_MIN_OUT = 2**17  # fewest output values (channels x height x width) per frame for a split
@@ -115,6 +118,12 @@ class ModeChooser:
         k = (t - self.first) % self.period
         return k if k < 4 * self.probe else -1
 
+    def restart(self, first: int, start: bool = True) -> None:
+        """Begin a new probe at iteration ``first`` (e.g. when the parallel loop changed), from ``start``."""
+        if self.fixed is None:
+            self.first, self.best = int(first), bool(start)
+            self._times = {True: [], False: []}
+
     def parallel(self, t: int) -> bool:
         """The mode of iteration t (>= first)."""
         if self.fixed is not None:
@@ -135,3 +144,39 @@ class ModeChooser:
             if a and b and sum(b) / len(b) < sum(a) / len(a):
                 self.best, self.switches = not self.best, self.switches + 1
             self._times = {True: [], False: []}
+
+
+class LoopMode:
+    """The fit mode and encoder pool of each iteration of the loop, from ``ExploreConfig.parallel``.
+
+    "off", "thread", "process" fix the mode ("process" waits for the child process at the start; if it cannot
+    start, the thread path computes the same bits); "auto" probes "off" against the parallel loop with
+    ``chooser_cls`` (a ``ModeChooser``), the parallel loop being "process" for runs with at least
+    ``PROCESS_MIN_STEPS`` iterations left (the child starts in the background, "thread" meanwhile; once it is
+    up a new probe starts) and "thread" for shorter ones; with ``threads`` > 1 auto is "off".
+    """
+
+    def __init__(self, models: OnlineModels, parallel: str, threads: int, steps_left: int, first: int,
+                 chooser_cls: type[ModeChooser] = ModeChooser) -> None:
+        mode = {"on": "thread"}.get(parallel, parallel)  # "on": the name of "thread" before "process" existed
+        fixed = {"process": True, "thread": True, "off": False}.get(mode, False if threads > 1 else None)
+        self.models, self.chooser = models, chooser_cls(first, fixed)
+        self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS)
+        self.par_mode = "process" if self.use_proc else "thread"
+        self.pool = models.worker() if fixed is not False else None
+        self._up = False
+        if self.use_proc and models.start_process() and mode == "process":
+            try:
+                models.process_ready(wait=True)
+            except BaseException:
+                models.close()
+                raise
+
+    def begin(self, t: int, encode: FrameEncoder) -> None:
+        """Set the mode of iteration t on the models and the encoder."""
+        if self.use_proc and not self._up and self.models.process_ready():
+            self._up = True
+            self.chooser.restart(t)  # probe the child process against off from now on
+        par = self.chooser.parallel(t)
+        self.models.mode = self.par_mode if par else "off"
+        encode.pool = self.pool if par else None

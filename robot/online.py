@@ -10,14 +10,17 @@ the same as two separate MLPs. Each model's loss is its own MSE (mean over batch
 
 Update rule (PyTorch SGD, nesterov=True): buf = mu*buf + g; p -= lr * (g + mu*buf).
 
-``parallel=True`` fits the two models at the same time on two cores instead: the forward model in the calling
-thread, the inverse in a worker thread, each with one-thread torch ops (torch releases the GIL inside its
-kernels). Both use the same permutations (drawn from ``rng`` in the same order as the fused path) and run
-the fused step itself on views k:k+1 of the stacked tensors (a leading dim of 1 instead of 2: the same
-``bmm``/``baddbmm`` kernels, the same padding), so the result is bit-identical to the fused path's
-(tests/robot/test_loop_parallel.py checks it). It is a speed choice only: same SGD steps, same batches,
-same shuffles, same state (``state_dict`` and checkpoints do not change). ``fit_test`` also evaluates each
-fitted model on a test set in its own thread.
+``mode`` (``parallel``) "thread" or "process" fits the two models at the same time on two cores instead
+(``robot/online_split.py``): the forward model in the calling thread, the inverse in a worker thread
+("thread") or in a persistent child process on shared tensors ("process", ``robot/online_proc.py``; started
+by ``start_process()``, in the background: until it is ready, or if it cannot start, "process" fits in the
+worker thread), each with one-thread torch ops. Both use the same permutations (drawn from ``rng`` in the
+same order as the fused path) and run the fused step itself on views k:k+1 of the stacked tensors (a leading
+dim of 1 instead of 2: the same ``bmm``/``baddbmm`` kernels, the same padding), so the result is
+bit-identical to the fused path's (tests/robot/test_loop_parallel.py checks it). It is a speed choice only:
+same SGD steps, same batches, same shuffles, same state (``state_dict`` and checkpoints do not change).
+``fit_test`` also evaluates each fitted model on a test set where it was fitted. The worker thread gains
+nothing for the fit itself (the Python between the tiny kernels holds the GIL); the child process does.
 
 ``edm_weight`` w > 0 adds the EDM decorrelation penalty (Gu et al., issue 19.2; ``models.veca.edm_penalty``) of
 every hidden layer to each model's loss: loss_k = MSE_k + w * sum_l EDM(h_l of model k over the batch, ``edm_groups``
@@ -28,8 +31,7 @@ exactly the ops of the plain update. The reported losses stay the MSEs.
 
 from __future__ import annotations
 
-import weakref
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,25 +39,28 @@ import torch
 
 from models.mlp import MLP, forward_model, inverse_model
 from robot.online_monitor import edm_hidden_grad
+from robot.online_proc import FitProcess
+from robot.online_split import MODES, SplitFit
 
-__all__ = ["OnlineModels", "TrainingDivergedError"]
+__all__ = ["OnlineModels", "TrainingDivergedError", "MODES"]
 
 
 class TrainingDivergedError(RuntimeError):
     """The online fit produced NaN or inf (loss or weights)."""
 
 
-class OnlineModels:
+class OnlineModels(SplitFit):
     """Forward and inverse MLPs trained together. motor_dim D, code_dim C; hidden sizes shared by both.
 
     seed: initialisation (Glorot-uniform, zero biases, like Keras). All arrays in/out are float32 numpy.
     edm_weight, edm_groups: the EDM penalty on the hidden layers (see the module doc; 0 = off).
-    parallel: fit (and evaluate) the two models in two threads at once (see the module doc); call ``close()``
-    (or use the object as a context manager) to stop the worker thread, else it ends with the process.
+    parallel: a mode of ``MODES`` (True = "thread", False = "off"): fit (and evaluate) the two models at once
+    in two threads or two processes (see the module doc); call ``close()`` (or use the object as a context
+    manager) to stop the worker thread and the child process, else they end with this object or the process.
     """
 
     def __init__(self, motor_dim: int, code_dim: int, hidden: tuple[int, ...] = (320, 320), lr: float = 0.0014,
-                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0, parallel: bool = False,
+                 momentum: float = 0.8, nesterov: bool = True, seed: int = 0, parallel: bool | str = False,
                  edm_weight: float = 0.0, edm_groups: int = 4) -> None:
         self.D, self.C, self.hidden = int(motor_dim), int(code_dim), tuple(int(h) for h in hidden)
         self.edm_weight, self.edm_groups = float(edm_weight), int(edm_groups)
@@ -74,33 +79,13 @@ class OnlineModels:
         self.bufs = [torch.zeros_like(p) for p in self.params]
         # d(MSE)/d(out) = 2 (out - y) / (batch * dims); the batch part is applied per step
         self.out_scale = torch.tensor([2.0 / self.C, 2.0 / self.D]).view(2, 1, 1)
-        self.parallel = bool(parallel)
+        self.mode = "off"
+        self.parallel = parallel
         self._pool: ThreadPoolExecutor | None = None
+        self._proc: FitProcess | None = None
         self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
         self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
         self._views = [self._model_views(k) for k in range(2)]
-
-    # -- threads ------------------------------------------------------------------------------------
-    def worker(self) -> ThreadPoolExecutor:
-        """The one worker thread of the parallel path (started on first use, its torch ops single-threaded;
-        shut down by ``close()`` or when this object is collected). Others may use it between fits."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="online-fit",
-                                            initializer=lambda: torch.set_num_threads(1))
-            weakref.finalize(self, self._pool.shutdown, wait=False)
-        return self._pool
-
-    def close(self) -> None:
-        """Stop the worker thread of the parallel path (a later parallel fit starts a new one)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __enter__(self) -> OnlineModels:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # -- parameters ---------------------------------------------------------------------------------
     @property
@@ -242,7 +227,7 @@ class OnlineModels:
                  ) -> tuple[tuple[float, float], dict[str, Any]]:
         """``fit(motor, code, ...)`` then ``test_errors(test_motor (M, D), test_code (M, C))`` of the fitted
         models; with ``parallel`` each thread evaluates its own model right after its fit (the same numbers)."""
-        if not self.parallel:
+        if self.mode == "off":
             return self.fit(motor, code, rng, epochs, batch_size), self.test_errors(test_motor, test_code)
         self._test = (test_motor, test_code)  # for this fit (through ``fit``, so wrappers of it see the call)
         losses = self.fit(motor, code, rng, epochs, batch_size)
@@ -255,27 +240,15 @@ class OnlineModels:
     def _fit(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int, batch_size: int,
              test: tuple[np.ndarray, np.ndarray] | None = None
              ) -> tuple[tuple[float, float], tuple[torch.Tensor, torch.Tensor] | None]:
-        """``fit``; with ``parallel`` and ``test`` (motor (M, D), code (M, C)) also the two fitted models'
+        """``fit``; with a parallel ``mode`` and ``test`` (motor (M, D), code (M, C)) also the two fitted models'
         outputs on the test inputs: forward (1, M, P), inverse (1, M, P) (padded)."""
         preds = None
-        if self.parallel:
-            x, y = self._pack(motor, code)
-            n = x.shape[1]
-            tx = self._pack(*test)[0] if test is not None else None
-            perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
-            inv = self.worker().submit(self._fit_one, 1, x[1:], y[1:], perms, batch_size,
-                                       None if tx is None else tx[1:])
-            try:
-                a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1])
-            except BaseException:  # e.g. a second Ctrl-C: let the worker finish before the weights are read
-                wait([inv])
-                raise
-            a1, p1 = inv.result()
-            acc = torch.cat([a0, a1])
-            preds = (p0, p1) if p0 is not None and p1 is not None else None
+        x, y = self._pack(motor, code)
+        n = x.shape[1]
+        if self.mode != "off":
+            acc, preds = self._fit_split(x, y, self._pack(*test)[0] if test is not None else None, rng, epochs,
+                                         batch_size)
         else:
-            x, y = self._pack(motor, code)
-            n = x.shape[1]
             acc = torch.zeros(2)
             for e in range(epochs):
                 perm = torch.from_numpy(rng.permutation(n))

@@ -1,13 +1,17 @@
-"""The two-thread loop (``ExploreConfig.parallel``) computes exactly what the sequential one does.
+"""The parallel loops (``ExploreConfig.parallel``: process, thread) compute exactly what the sequential one does.
 
-The parallel fit (forward model in the caller, inverse in a worker thread) and the fast frame encoder
-(strided max-pool, convolutions split by output channels) are speed changes only: same SGD steps, batches,
-shuffles and codes, so a seeded run's metrics are the sequential path's (here: bit for bit).
+The parallel fit (forward model in the caller, inverse in a worker thread or a child process on shared
+tensors) and the fast frame encoder (strided max-pool, convolutions split by output channels) are speed
+changes only: same SGD steps, batches, shuffles and codes, so a seeded run's metrics are the sequential
+path's (here: bit for bit). Each test that starts a child process costs ~2 s (it imports torch).
 """
 
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +21,12 @@ import torch
 from fake_camera_robot import FakeCameraRobot, tiny_explore_config
 
 import robot.explore as explore
+import robot.online_proc as online_proc
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from robot.explore import ExploreConfig, run
 from robot.explore_parallel import FrameEncoder, ModeChooser, pool2_relu
-from robot.online import OnlineModels
+from robot.explore_state import load_checkpoint
+from robot.online import OnlineModels, TrainingDivergedError
 
 
 @pytest.fixture(autouse=True)
@@ -62,23 +68,62 @@ def _table(path: Path) -> tuple[list[str], np.ndarray]:
     return cols, np.array([[float(r[k]) for k in cols] for r in rows])
 
 
-def test_parallel_fit_is_bit_identical_to_the_fused_fit() -> None:
+def _fit_like_fused(par: OnlineModels, sizes: tuple[int, ...] = (37, 37, 37, 37)) -> None:
+    """``par`` fits (and ``fit_test``s) exactly like a fused twin, on data sets of ``sizes`` samples."""
     rng = np.random.default_rng(0)
-    motor = rng.random((37, 2), dtype=np.float32)  # 37: a short last batch
-    code = rng.standard_normal((37, 8)).astype(np.float32)
-    fused, par = OnlineModels(2, 8, (32, 32), seed=4), OnlineModels(2, 8, (32, 32), seed=4, parallel=True)
+    fused = OnlineModels(2, 8, (32, 32), seed=4)
     r1, r2 = np.random.default_rng(7), np.random.default_rng(7)
-    with par:
-        for _ in range(4):
-            assert fused.fit(motor, code, r1, 2, 16) == par.fit(motor, code, r2, 2, 16)
-        tm, tc = rng.random((50, 2), dtype=np.float32), rng.standard_normal((50, 8)).astype(np.float32)
-        want = (fused.fit(motor, code, r1, 2, 16), fused.test_errors(tm, tc))
-        got = par.fit_test(motor, code, r2, 2, 16, tm, tc)  # each thread evaluates its model after its fit
+    for n in sizes:  # 37: a short last batch
+        motor, code = rng.random((n, 2), dtype=np.float32), rng.standard_normal((n, 8)).astype(np.float32)
+        assert fused.fit(motor, code, r1, 2, 16) == par.fit(motor, code, r2, 2, 16)
+    tm, tc = rng.random((50, 2), dtype=np.float32), rng.standard_normal((50, 8)).astype(np.float32)
+    want = (fused.fit(motor, code, r1, 2, 16), fused.test_errors(tm, tc))
+    got = par.fit_test(motor, code, r2, 2, 16, tm, tc)  # each side evaluates its model after its fit
     assert got[0] == want[0] and got[1].keys() == want[1].keys()
     assert all(np.array_equal(got[1][k], want[1][k]) for k in want[1])
     assert r1.random() == r2.random()  # the same draws from the run's generator
     a, b = fused.state_dict(), par.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_parallel_fit_is_bit_identical_to_the_fused_fit() -> None:
+    with OnlineModels(2, 8, (32, 32), seed=4, parallel=True) as par:
+        _fit_like_fused(par)
+
+
+def test_process_fit_is_bit_identical_and_the_child_stops(tmp_path: Path) -> None:
+    """Mode "process": the inverse model in a child process on shared tensors, the data buffers growing with
+    the data (12 -> 37 -> 90 samples); the child ignores SIGINT (the parent's Ctrl-C handling decides), its NaN
+    shows as a diverged fit, and ``close()`` stops it."""
+    par = OnlineModels(2, 8, (32, 32), seed=4, parallel="process")
+    assert par.start_process()
+    child = par._proc.proc  # type: ignore[union-attr]
+    os.kill(child.pid, signal.SIGINT)  # while it starts (imports torch): blocked, then ignored
+    assert par.process_ready(wait=True)
+    os.kill(child.pid, signal.SIGINT)
+    _fit_like_fused(par, (12, 37, 90, 37))
+    assert child.is_alive() and par._proc is not None and par._proc.child_s > 0  # the child did fit
+    par.weights[1][0, 0, 0] = float("nan")  # the parent's write is the child's weight
+    motor = np.random.default_rng(1).random((20, 2), dtype=np.float32)
+    with pytest.raises(TrainingDivergedError):
+        par.fit(motor, np.zeros((20, 8), np.float32), np.random.default_rng(0), 2, 16)
+    par.close()
+    assert not child.is_alive()
+
+
+def test_process_start_failure_falls_back_to_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_spawn(method: str) -> None:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(online_proc.mp, "get_context", no_spawn)
+    with OnlineModels(2, 8, (32, 32), seed=4, parallel="process") as par:
+        assert not par.start_process() and not par.process_ready(wait=True)
+        _fit_like_fused(par)  # in the worker thread, no error
+
+
+def test_a_child_that_dies_at_start_counts_as_failed() -> None:
+    fp = online_proc.FitProcess({"P": 8})  # the child cannot build its models from this and exits
+    assert not fp.wait_ready(60.0) and fp.failed and fp.proc is None
 
 
 @pytest.mark.parametrize("cfg", [AutoencoderConfig(size=16, color="gray", channels=(4, 4), code_size=8),
@@ -108,7 +153,7 @@ def test_parallel_run_equals_todays_sequential_run(tmp_path: Path, monkeypatch: 
     failure). With 24 hidden units torch's CPU ``bmm`` uses its small-matrix kernel for the 1-2-sample
     batches of the first moves, which a 2-D ``mm`` would not reproduce; the parallel path keeps ``bmm``."""
     kw = dict(hidden=hidden, steps=40)
-    par = run(_cfg(tmp_path, "par", parallel="on", **kw), robot=FakeCameraRobot(path_frames=True))
+    par = run(_cfg(tmp_path, "par", parallel="thread", **kw), robot=FakeCameraRobot(path_frames=True))
     seq = run(_cfg(tmp_path, "seq", parallel="off", **kw), robot=FakeCameraRobot(path_frames=True))
     monkeypatch.setattr(explore, "ModeChooser", _Alternate)  # "auto", switching every iteration
     alt = run(_cfg(tmp_path, "alt", parallel="auto", **kw), robot=FakeCameraRobot(path_frames=True))
@@ -132,5 +177,35 @@ def test_mode_chooser_probes_a_b_b_a_and_keeps_the_faster() -> None:
     for t in range(21, 41):  # now the two-thread loop is
         c.record(t, 0.3 if c.parallel(t) else 0.5)
     assert c.best is True and c.switches == 2
+    c.restart(45, start=False)  # e.g. the child process came up: probe again from iteration 45
+    assert [c.parallel(t) for t in range(45, 54)] == [False, False, True, True, True, True, False, False, False]
     fixed = ModeChooser(first=1, fixed=False)
     assert not any(fixed.parallel(t) for t in range(1, 300))
+
+
+def test_process_run_interrupted_and_resumed_equals_the_sequential_run(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--parallel process``: a run cut by Ctrl-C at iteration 23 (the first Ctrl-C: checkpoint, then stop) and
+    resumed gives the sequential run's metrics, bit for bit; no child process outlives its run. (Without path
+    frames: a resumed run with path frames differs from an uninterrupted one in every mode, ~1e-7.)"""
+    setup_moves = 50 + 30 + 1  # test positions + goal views + move to the centre
+    seq = run(tiny_explore_config(tmp_path, "seq", parallel="off"), robot=FakeCameraRobot())
+    result, fits = online_proc.FitProcess.result, []
+
+    def counted(self: online_proc.FitProcess) -> object:
+        fits.append(1)
+        return result(self)
+
+    monkeypatch.setattr(online_proc.FitProcess, "result", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_explore_config(tmp_path, "cut", parallel="process"),
+            robot=FakeCameraRobot(interrupt_at=setup_moves + 23))
+    assert int(load_checkpoint(tmp_path / "cut")["state"]["iteration"]) == 23
+    assert not multiprocessing.active_children()
+    run(tiny_explore_config(tmp_path, "ignored", parallel="process", resume=tmp_path / "cut"), robot=FakeCameraRobot())
+    assert not multiprocessing.active_children()
+    assert len(fits) == 40  # every fit had its inverse model fitted in the child
+    (cols, want), (cols_p, got) = _table(seq), _table(tmp_path / "cut")
+    assert cols == cols_p and want.shape == (40, len(cols))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    assert np.array_equal(got, want, equal_nan=True)

@@ -1,0 +1,124 @@
+"""The two-at-once fit of ``OnlineModels`` (its modes "thread" and "process"), as a mixin.
+
+The forward model (index 0 of the stacked tensors) is fitted in the calling thread, the inverse (index 1) at
+the same time in a worker thread (mode "thread") or in a persistent child process on shared tensors (mode
+"process", ``robot/online_proc.py``). Both run ``OnlineModels._fit_one`` (the fused step on views k:k+1 of the
+stacked tensors) with the same permutations, drawn from the run's generator in the fused path's order, so
+every mode computes the same bits as mode "off" (the fused path). Mode "process" fits in the worker thread
+until the child is up, and for good if it could not start: same bits again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot.online_proc import FitProcess
+
+__all__ = ["SplitFit", "MODES"]
+
+MODES = ("off", "thread", "process")
+SHARED = ("D", "C", "hidden", "lr", "momentum", "nesterov", "edm_weight", "edm_groups", "P", "weights", "biases",
+          "bufs", "out_scale")
+
+
+class SplitFit:
+    """Threads and the child process of ``OnlineModels`` (which defines the attributes used here)."""
+
+    mode: str
+    params: list[torch.Tensor]
+    bufs: list[torch.Tensor]
+    _pool: ThreadPoolExecutor | None
+    _proc: FitProcess | None
+    _fit_one: Any
+    _model_views: Any
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the two models are fitted at once (``mode`` "thread" or "process"); set a bool (True =
+        "thread") or a mode of ``MODES``."""
+        return self.mode != "off"
+
+    @parallel.setter
+    def parallel(self, value: bool | str) -> None:
+        mode = ("thread" if value else "off") if isinstance(value, bool) else str(value)
+        if mode not in MODES:
+            raise ValueError(f"unknown fit mode {value!r}; choose one of: {', '.join(MODES)}")
+        self.mode = mode
+
+    def start_process(self) -> bool:
+        """Start the child process of mode "process" (once; it gets ready in the background, see
+        ``process_ready``), moving the stacked tensors to shared memory in place. False if it failed to start."""
+        if self._proc is None:
+            for t in [*self.params, *self.bufs]:
+                t.share_memory_()
+            self._proc = FitProcess({k: getattr(self, k) for k in SHARED})
+        return not self._proc.failed
+
+    def process_ready(self, wait: bool = False) -> bool:
+        """Whether the child process is up (non-blocking; ``wait``: block until it is up or has failed)."""
+        p = self._proc
+        return p is not None and (p.wait_ready() if wait else p.ready())
+
+    @classmethod
+    def from_shared_spec(cls, spec: dict[str, Any]) -> Any:
+        """The child process's models: the (shared) tensors and settings of ``SHARED`` in ``spec``, mode "off"."""
+        m = cls.__new__(cls)
+        m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None)
+        m._views = [m._model_views(k) for k in range(2)]
+        return m
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The one worker thread of the parallel path (started on first use, its torch ops single-threaded;
+        shut down by ``close()`` or when this object is collected). Others may use it between fits."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="online-fit",
+                                            initializer=lambda: torch.set_num_threads(1))
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker thread (a later parallel fit starts a new one) and the child process (for good: mode
+        "process" then fits in the worker thread)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._proc is not None:
+            self._proc.close()
+            self._proc.failed = True
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _fit_split(self, x: torch.Tensor, y: torch.Tensor, tx: torch.Tensor | None, rng: np.random.Generator,
+                   epochs: int, batch_size: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Both models at once on packed x (2, N, P) / y (2, N, P); returns the last epoch's summed squared
+        errors (2,) and, given packed test inputs tx (2, M, P), the fitted models' outputs on them, forward
+        (1, M, P) and inverse (1, M, P)."""
+        n = x.shape[1]
+        perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
+        proc = self._proc if self.mode == "process" and self._proc is not None and self._proc.ready() else None
+        if proc is not None:
+            proc.submit(x[1], y[1], perms, batch_size, None if tx is None else tx[1])
+            inverse = proc.result
+        else:
+            inv = self.worker().submit(self._fit_one, 1, x[1:], y[1:], perms, batch_size,
+                                       None if tx is None else tx[1:])
+            inverse = inv.result
+        try:
+            a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1])
+        except BaseException:  # e.g. a second Ctrl-C: let the other finish before the weights are read
+            if proc is not None:
+                proc.drain()
+            else:
+                wait([inv])
+            raise
+        a1, p1 = inverse()
+        return torch.cat([a0, a1]), ((p0, p1) if p0 is not None and p1 is not None else None)
