@@ -1,15 +1,18 @@
 """Iterations per second of the full curiosity loop next to the raw render rate, and peak memory, in one run.
 
-    python bench/explore.py [--steps 800] [--arm gantry] [--threads 1] [--parallel auto|on|off] [--encoder FILE]
+    python bench/explore.py [--steps 800] [--arm gantry] [--threads 1] [--parallel auto|process|thread|off]
+                            [--encoder FILE]
 
 1. The full loop (``robot.explore.run``, the paper preset: SOM goals, learning progress, memory 320 with
    p 0.1, 2 epochs, batch 16, metrics logged every iteration) for ``--steps`` iterations on the SimRobot,
    without plots or export. The rate is reported for the whole loop, for the memory-filling phase (the first
    320 iterations, cheaper fits) and for the steady state (full memory), from the run's own ``metrics.csv``
-   clock; the time of a 5000-iteration run is projected from those two. ``--parallel on`` runs the two-thread
-   loop (forward and inverse fit at once, encoder split over two threads), ``off`` the sequential one,
-   ``auto`` (the ``ExploreConfig`` default) whichever measures faster during the run; all compute the same
-   run, bit for bit.
+   clock; the time of a 5000-iteration run is projected from those two. ``--parallel process`` runs the
+   parallel loop with the inverse model fitted in a child process (the forward one in the loop's thread, the
+   encoder split over two threads), ``thread`` the same with a worker thread instead of the child, ``off`` the
+   sequential loop, ``auto`` (the ``ExploreConfig`` default) whichever of off and the parallel loop (process
+   for runs of at least ``PROCESS_MIN_STEPS`` iterations, else thread) measures faster during the run; all
+   compute the same run, bit for bit. The loop's fits are counted by the mode they ran in.
 2. The raw render rate: ``pybullet.getCameraImage`` 64x64 (TinyRenderer) on the same scene, same view.
 3. Per-iteration parts, measured alone: one online fit on 336 samples (memory 320 + 16 recent), encoding
    one frame (``ConvAutoencoder.encode_images``, and the loop's bit-identical ``FrameEncoder`` on one thread),
@@ -22,7 +25,8 @@
    kernels themselves get faster. The floor is defined with ``encode_images`` (as before the loop had its
    faster encoder); a second figure uses the loop's one-core encoder. The ratio of the projected loop time
    to each floor is printed (1.0 = the loop reaches the floor).
-5. Peak resident memory of this process (``resource.getrusage``, ru_maxrss).
+5. Peak resident memory of this process (``resource.getrusage``, ru_maxrss), of the loop's fit process
+   (its ``VmHWM`` when it was stopped; 0 without one) and their sum.
 
 The target of issue 3: a 5000-iteration memory-320 run in at most 60 s on 2 cores, peak RSS under 1.5 GB.
 Encoder weights: ``--encoder``, else the arm's default weights, else an untrained paper-size autoencoder
@@ -75,8 +79,9 @@ def _encoder(path: str | None, arm: str, tmp: Path) -> Path:
 def _phase_clock(steps: int, fill: int = 320) -> Iterator[dict[str, float]]:
     """Wall seconds the loop spends in its fits (``OnlineModels.fit``, with the test-set errors when they come
     with it), encodings (``FrameEncoder``) and moves (``Robot.send_action``: move + render) once the memory
-    is full (iterations fill + 1 .. steps), summed; "n" = those iterations. Patches the classes while the
-    block runs."""
+    is full (iterations fill + 1 .. steps), summed; "n" = those iterations; "fits <mode>": the number of all
+    the run's fits in each mode (process: the inverse model in the child process). Patches the classes while
+    the block runs."""
     from robot.base import Robot
     from robot.explore_parallel import FrameEncoder
     from robot.online import OnlineModels
@@ -88,6 +93,10 @@ def _phase_clock(steps: int, fill: int = 320) -> Iterator[dict[str, float]]:
 
     def timed(fn: Any, key: str) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:
+            if key == "fit":
+                m = a[0]
+                mode = m.mode if m.mode != "process" or m.process_ready() else "thread"
+                acc[f"fits {mode}"] = acc.get(f"fits {mode}", 0.0) + 1
             t0 = time.perf_counter()
             try:
                 return fn(*a, **k)
@@ -131,7 +140,8 @@ def loop_rate(steps: int, arm: str, threads: int, encoder: Path, out: Path,
         res["steady_it_s"] = (steps - fill) / (el[steps] - t_fill)
         res["projected_5000_s"] = t_fill + (5000 - fill) / res["steady_it_s"]
         n = max(phases["n"], 1.0)
-        res.update({f"phase {k}": v / n * 1e3 for k, v in phases.items() if k != "n"})
+        res.update({f"phase {k}": v / n * 1e3 for k, v in phases.items() if k != "n" and not k.startswith("fits")})
+    res.update({k: v for k, v in phases.items() if k.startswith("fits")})
     return res
 
 
@@ -217,8 +227,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800, help="loop iterations (> 370 for a steady-state rate)")
     ap.add_argument("--arm", choices=("gantry", "arm"), default="gantry")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the loop")
-    ap.add_argument("--parallel", choices=("auto", "on", "off"), default=None,
-                    help="two-thread loop (default: ExploreConfig's default, auto)")
+    ap.add_argument("--parallel", choices=("auto", "process", "thread", "off"), default=None,
+                    help="the loop's mode (default: ExploreConfig's default, auto)")
     ap.add_argument("--render-frames", type=int, default=300)
     ap.add_argument("--encoder", default=None, help="encoder weights (default: the arm's default weights)")
     args = ap.parse_args()
@@ -246,6 +256,7 @@ def main() -> None:
               + f", rest (interest, memory, metrics, hull, CSV) {rest:.1f} ms")
     print(f"raw render (getCameraImage 64x64): {raw_fps:.1f} fps ({1e3 / raw_fps:.1f} ms/frame); "
           f"env step (move + render): {env_fps:.1f} fps")
+    print("fits by mode: " + ", ".join(f"{k[5:]} {v:.0f}" for k, v in loop.items() if k.startswith("fits ")))
     print("parts: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
     print("arithmetic: " + ", ".join(f"{k} {f / 1e9:.2f} GFLOP at {f / 1e6 / parts[k]:.0f} GFLOP/s"
                                      for k, f in flops.items()))
@@ -264,7 +275,11 @@ def main() -> None:
         if floor is not None and fast_floor is not None:
             print(f"ratio loop / floor: {proj / floor:.2f}x (floor as defined, encode_images; target <= 1.3x); "
                   f"loop / floor with the loop's encoder: {proj / fast_floor:.2f}x")
-    print(f"peak RSS: {_peak_rss_mb():.0f} MB (target < 1500 MB)")
+    from robot.online_proc import peak_child_rss_mb
+
+    own, child = _peak_rss_mb(), peak_child_rss_mb()
+    print(f"peak RSS: {own:.0f} MB (this process) + {child:.0f} MB (the fit process) = {own + child:.0f} MB "
+          "(target < 1500 MB)")
 
 
 if __name__ == "__main__":
