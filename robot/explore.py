@@ -40,7 +40,7 @@ from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from models.weights import WeightsError, load_into, read_metadata
 from robot.base import Robot
 from robot.conditions import COLUMNS, ConditionMeter, check_conditions, robot_kwargs
-from robot.explore_parallel import PROCESS_MIN_STEPS, FrameEncoder, LoopMode, ModeChooser
+from robot.explore_parallel import PROCESS_MIN_STEPS, FrameEncoder, LoopMode, ModeChooser, start_prefix
 from robot.explore_setup import setup_state
 from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
 from robot.interest import make_interest
@@ -267,7 +267,11 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             else:
                 cmd = models.predict_motor(goals[goal])[0] + rng.normal(0.0, cfg.noise, D)
                 cmd = leave_region_command(np.clip(cmd, lo, hi), leaving)
+            if not cfg.path_frames:  # one sample per move: the fit process may start the next fit meanwhile
+                start_prefix(models, memory, recent_m, recent_c, rng, float(interest.values[goal]), t, cfg.recent,
+                             cfg.epochs, cfg.batch_size)
             sent = robot.send_action(cmd)
+            models.halt_speculation()  # the encoder's split needs the other core
             obs = list(getattr(robot, "path_observations", None) or []) if cfg.path_frames else []
             obs = obs or [robot.get_observation()]
             if leaving >= 0:  # nothing is learned inside the left region (path frames may cross it)
@@ -283,7 +287,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             mem_m, mem_c = memory.data()
             log_now, errs = t % cfg.log_every == 0 or t == cfg.steps, None
             fit_m, fit_c = np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c])
-            try:  # the test-set errors of the fitted models come with the fit (in its threads when parallel)
+            try:  # the test-set errors of the fitted models come with the fit (where each was fitted)
                 if log_now:
                     losses, errs = models.fit_test(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size, st["test_motor"],
                                                    st["test_code"])

@@ -26,6 +26,7 @@ cores its hand-offs wait for descheduled threads and it measured ~20% slower.
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,9 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.autoencoder import ConvAutoencoder, preprocess
+from robot.memory import EpisodicMemory
 from robot.online import OnlineModels
 
-__all__ = ["FrameEncoder", "ModeChooser", "LoopMode", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT", "PROCESS_MIN_STEPS"]
+__all__ = ["FrameEncoder", "ModeChooser", "LoopMode", "start_prefix", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT",
+           "PROCESS_MIN_STEPS"]
 
 PROCESS_MIN_STEPS = 300  # fewest iterations left for "auto" to start the fit's child process
 
@@ -180,3 +183,31 @@ class LoopMode:
         par = self.chooser.parallel(t)
         self.models.mode = self.par_mode if par else "off"
         encode.pool = self.pool if par else None
+
+
+def start_prefix(models: OnlineModels, memory: EpisodicMemory, recent_m: np.ndarray, recent_c: np.ndarray,
+                 rng: np.random.Generator, lp: float, step: int, recent: int, epochs: int, batch_size: int) -> bool:
+    """Before a move that yields one sample: let the fit process run the coming fit's first steps while the robot
+    moves (``OnlineModels.speculate``), on that fit's data and epoch-0 permutation as they will be, drawn from
+    copies of the memory and of the generator ``rng`` (the same draws in the same order as the loop's: the
+    memory's offer, then the permutations) with the new sample not known yet (NaN), up to the first batch that
+    holds it (or the sample it may replace). recent_m (R, D) / recent_c (R, C): the last samples before the move.
+    Returns whether it started (only in mode "process" with the child up, and with 2 epochs or more)."""
+    if epochs < 2 or models.mode != "process" or not models.process_ready():
+        return False
+    mem, r = copy.copy(memory), np.random.Generator(type(rng.bit_generator)())
+    r.bit_generator.state = rng.bit_generator.state
+    mem.seen += 1  # as ``offer`` counts the sample before choosing its slot (on the copy: its arrays are shared)
+    slot = mem._slot(r)
+    size = mem.size + (slot is not None and slot >= mem.size)
+    nan_m = np.full((1, recent_m.shape[1]), np.nan, np.float32)
+    nan_c = np.full((1, recent_c.shape[1]), np.nan, np.float32)
+    rm = np.concatenate([recent_m, nan_m])[-recent:] if recent else recent_m[:0]
+    rc = np.concatenate([recent_c, nan_c])[-recent:] if recent else recent_c[:0]
+    fit_m, fit_c = np.concatenate([memory.motor[:size], rm]), np.concatenate([memory.code[:size], rc])
+    if slot is not None:
+        fit_m[slot], fit_c[slot] = np.nan, np.nan
+    perm0 = r.permutation(len(fit_m))
+    unknown = np.flatnonzero(np.isnan(fit_m[perm0, 0]))
+    steps = (int(unknown[0]) if len(unknown) else len(fit_m)) // batch_size
+    return models.speculate(fit_m, fit_c, perm0, steps, batch_size)

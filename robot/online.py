@@ -83,6 +83,8 @@ class OnlineModels(SplitFit):
         self.parallel = parallel
         self._pool: ThreadPoolExecutor | None = None
         self._proc: FitProcess | None = None
+        self._spec: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # speculate -> _fit
+        self.prefix_stats = {"kept": 0, "undone": 0, "empty": 0, "steps": 0}  # prefixes (speculate) and kept steps
         self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
         self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
         self._views = [self._model_views(k) for k in range(2)]
@@ -197,16 +199,18 @@ class OnlineModels(SplitFit):
         torch._foreach_add_(params, grads, alpha=-lr)
 
     def _fit_one(self, k: int, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
-                 test_x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """All epochs of model k on x (1, N, P) / y (1, N, P) (padded), one permutation (N,) per epoch; returns
-        the last epoch's summed squared error (1,) and, given test_x (1, M, P), the fitted model's output on it
-        (1, M, P). Runs in any thread (grad mode is per thread)."""
+                 test_x: torch.Tensor | None = None, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All epochs of model k on x (1, N, P) / y (1, N, P) (padded), one permutation (N,) per epoch, but the
+        first ``skip`` steps of epoch 0 (done by a prefix; not with one epoch: they would count in the loss);
+        returns the last epoch's summed squared error (1,) and, given test_x (1, M, P), the fitted model's output
+        on it (1, M, P). Runs in any thread (grad mode is per thread)."""
+        assert not skip or len(perms) > 1
         with torch.no_grad():
             v, n, acc = self._views[k], x.shape[1], torch.zeros(1)
             for e, perm in enumerate(perms):
                 xp, yp = x[:, perm], y[:, perm]
                 last = e == len(perms) - 1
-                for s in range(0, n, batch_size):
+                for s in range(0 if e else skip * batch_size, n, batch_size):
                     self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None, v)
             return acc, (None if test_x is None else self._forward(test_x, v=v)[0])
 
@@ -226,7 +230,7 @@ class OnlineModels(SplitFit):
                  batch_size: int, test_motor: np.ndarray, test_code: np.ndarray
                  ) -> tuple[tuple[float, float], dict[str, Any]]:
         """``fit(motor, code, ...)`` then ``test_errors(test_motor (M, D), test_code (M, C))`` of the fitted
-        models; with ``parallel`` each thread evaluates its own model right after its fit (the same numbers)."""
+        models; with ``parallel`` each side evaluates its own model right after its fit (the same numbers)."""
         if self.mode == "off":
             return self.fit(motor, code, rng, epochs, batch_size), self.test_errors(test_motor, test_code)
         self._test = (test_motor, test_code)  # for this fit (through ``fit``, so wrappers of it see the call)
@@ -246,9 +250,10 @@ class OnlineModels(SplitFit):
         x, y = self._pack(motor, code)
         n = x.shape[1]
         if self.mode != "off":
-            acc, preds = self._fit_split(x, y, self._pack(*test)[0] if test is not None else None, rng, epochs,
-                                         batch_size)
+            acc, preds = self._fit_split(motor, code, x, y, self._pack(*test)[0] if test is not None else None, rng,
+                                         epochs, batch_size)
         else:
+            self._take_prefix(motor, code, None, batch_size)  # (none in this mode: undone if there is one)
             acc = torch.zeros(2)
             for e in range(epochs):
                 perm = torch.from_numpy(rng.permutation(n))

@@ -13,21 +13,28 @@ then waits for the reply: the last epoch's summed squared error (a float32 value
 outputs (M, P) in a shared buffer. The child runs ``OnlineModels._fit_one(1, ...)`` on its view of the shared
 tensors, the same code (and kernels) as the thread path, so the result is the same, bit for bit.
 
+While the robot moves, the child can already run the next fit's first SGD steps (``prefix``: both models,
+epoch 0, the batches before the first one holding a sample not known yet, on the data and permutation the
+parent expects; it backs up the state first). At the fit the parent stops it (``stop_prefix``: the number of
+steps done) and keeps those steps only if the real permutation and the real samples of those batches are the
+expected ones (else ``restore``s the backup): the same steps on the same batches, so the same bits.
+
 Starting costs ~2 s (the child imports torch) and runs in the background: ``ready()`` says whether the child
 has answered; until then (or if it failed to start) ``OnlineModels`` uses its thread path, which computes the
-same bits. Peak memory: the child adds its own RSS (~250 MB, torch's libraries).
+same bits. Peak memory: the child adds its own RSS (~520 MB, most of it what ``import torch`` takes).
 """
 
 from __future__ import annotations
 
 import signal
-import time
 import weakref
 from multiprocessing import resource_tracker
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+
+from robot.online_child import serve
 
 __all__ = ["FitProcess", "FitProcessError", "peak_child_rss_mb"]
 
@@ -39,12 +46,16 @@ class FitProcessError(RuntimeError):
     """The fit process died or failed during a fit (the inverse weights may be half-updated)."""
 
 
-def _grow(t: torch.Tensor | None, rows: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """``t`` if it has at least ``rows`` rows, else a new shared zero tensor (max(rows, 2 * old rows), *shape)."""
-    if t is not None and t.shape[0] >= rows:
+def _grow(t: torch.Tensor | None, lead: tuple[int, ...], rows: int, cols: tuple[int, ...],
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``t`` if it is at least (*lead, rows, *cols), else a new shared zero tensor with max(rows, 2 * old rows)
+    rows and the larger of each other size."""
+    d = len(lead)
+    if t is not None and all(a >= b for a, b in zip(t.shape, (*lead, rows, *cols), strict=True)):
         return t
-    n = max(rows, 2 * (t.shape[0] if t is not None else 0), 1)
-    return torch.zeros((n, *shape), dtype=dtype).share_memory_()
+    old = t.shape if t is not None else (0,) * (d + 1 + len(cols))
+    lead = tuple(max(a, b) for a, b in zip(old[:d], lead, strict=True))
+    return torch.zeros((*lead, max(rows, 2 * old[d], 1), *cols), dtype=dtype).share_memory_()
 
 
 class FitProcess:
@@ -57,8 +68,8 @@ class FitProcess:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.P = int(spec["P"])
         self.failed, self.is_ready, self.pending = False, False, False
-        self._x: torch.Tensor | None = None  # (cap, P) inverse input (codes, padded)
-        self._y: torch.Tensor | None = None  # (cap, P) inverse target (motors, padded)
+        self._x: torch.Tensor | None = None  # (2, cap, P) packed inputs (the fit: [1] only)
+        self._y: torch.Tensor | None = None  # (2, cap, P) packed targets
         self._perm: torch.Tensor | None = None  # (epochs, cap) int64
         self._tx: torch.Tensor | None = None  # (cap_test, P) test inputs
         self._pred: torch.Tensor | None = None  # (cap_test, P) the child's test outputs
@@ -66,10 +77,15 @@ class FitProcess:
         self.child_s = 0.0  # the child's own time for the last fit (seconds, from its message to its reply)
         self.proc: Any = None
         self.conn: Any = None
+        self.prefixing = False
+        self._state = [*spec["weights"], *spec["biases"], *spec["bufs"]]  # what a prefix changes
         try:
+            self._backup = [torch.empty_like(t).share_memory_() for t in self._state]
+            self._flag = torch.zeros(2, dtype=torch.int32).share_memory_()  # [1: stop the prefix, steps done]
             ctx = mp.get_context("spawn")
             self.conn, child = ctx.Pipe()
-            self.proc = ctx.Process(target=_serve, args=(child, spec), name="online-fit", daemon=True)
+            self.proc = ctx.Process(target=serve, args=(child, spec, self._backup, self._flag), name="online-fit",
+                                    daemon=True)
             # the child starts with SIGINT blocked (it then ignores it): a Ctrl-C during its start-up (importing
             # torch takes seconds) must not kill it; the parent's mask is restored at once. Start the resource
             # tracker first: starting it unblocks SIGINT in this thread, which would clear the block here.
@@ -115,33 +131,71 @@ class FitProcess:
                 self.failed = True
         return self.ready()
 
-    def submit(self, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
-               test_x: torch.Tensor | None) -> None:
-        """Start fitting the inverse model on x (N, P) / y (N, P), one permutation (N,) per epoch, then (given
-        test_x (M, P)) evaluating it on test_x; ``result()`` waits for it."""
-        self.drain()
-        n, e, m = x.shape[0], len(perms), 0 if test_x is None else test_x.shape[0]
-        new = [_grow(self._x, n, (self.P,), torch.float32), _grow(self._y, n, (self.P,), torch.float32)]
-        if self._perm is None or self._perm.shape[0] < e or self._perm.shape[1] < n:
-            cap = max(n, new[0].shape[0])
-            new.append(torch.zeros((e, cap), dtype=torch.int64).share_memory_())
-        else:
-            new.append(self._perm)
-        new += [_grow(self._tx, m, (self.P,), torch.float32), _grow(self._pred, m, (self.P,), torch.float32)]
+    def _buffers(self, n: int, e: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The data buffers, grown (and sent to the child) for N samples, e epochs, M test inputs."""
         old = [self._x, self._y, self._perm, self._tx, self._pred]
+        new = [_grow(self._x, (2,), n, (self.P,)), _grow(self._y, (2,), n, (self.P,)),
+               _grow(self._perm, (e,), n, (), torch.int64), _grow(self._tx, (), m, (self.P,)),
+               _grow(self._pred, (), m, (self.P,))]
         if any(a is not b for a, b in zip(new, old, strict=True)):
             self._x, self._y, self._perm, self._tx, self._pred = new
             self._send(("buffers", *new))
-        assert self._x is not None and self._y is not None and self._perm is not None and self._tx is not None
-        self._x[:n].copy_(x)
-        self._y[:n].copy_(y)
+        return new[0], new[1], new[2], new[3]
+
+    def submit(self, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
+               test_x: torch.Tensor | None, skip: int = 0) -> None:
+        """Start fitting the inverse model on x (N, P) / y (N, P), one permutation (N,) per epoch (the first
+        ``skip`` steps of epoch 0 already done by a prefix), then (given test_x (M, P)) evaluating it on test_x;
+        ``result()`` waits for it."""
+        self.drain()
+        n, e, m = x.shape[0], len(perms), 0 if test_x is None else test_x.shape[0]
+        bx, by, bp, bt = self._buffers(n, e, m)
+        bx[1, :n].copy_(x)
+        by[1, :n].copy_(y)
         for i, p in enumerate(perms):
-            self._perm[i, :n].copy_(p)
+            bp[i, :n].copy_(p)
         if test_x is not None:
-            self._tx[:m].copy_(test_x)
+            bt[:m].copy_(test_x)
         self._m = m
-        self._send(("fit", n, e, int(batch_size), m))
+        self._send(("fit", n, e, int(batch_size), m, int(skip)))
         self.pending = True
+
+    def prefix(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, steps: int, batch_size: int) -> None:
+        """Start the first ``steps`` SGD steps of epoch 0 of both models on packed x (2, N, P) / y (2, N, P) in
+        the order of perm (N,), after backing up the state; ``stop_prefix()`` ends it (nothing may read or
+        write the models in between)."""
+        self.drain()
+        n = x.shape[1]
+        bx, by, bp, _ = self._buffers(n, 1, 0)
+        bx[:, :n].copy_(x)
+        by[:, :n].copy_(y)
+        bp[0, :n].copy_(perm)
+        self._flag.zero_()
+        self._send(("prefix", n, int(steps), int(batch_size)))
+        self.pending = self.prefixing = True
+
+    def prefix_steps(self) -> int:
+        """Steps the running (or last) prefix has done so far."""
+        return int(self._flag[1])
+
+    def halt_prefix(self) -> None:
+        """Ask the running prefix to stop after its current step (without waiting)."""
+        if self.prefixing:
+            self._flag[0] = 1
+
+    def stop_prefix(self) -> int:
+        """Stop the running prefix after its current step: the number of steps it did (0 without one)."""
+        if not self.prefixing:
+            return 0
+        self._flag[0] = 1
+        msg = self._recv()
+        self.prefixing = False
+        return int(msg[1])
+
+    def restore(self) -> None:
+        """Undo the last prefix: the weights and momentum buffers it backed up (the child is idle then)."""
+        for t, b in zip(self._state, self._backup, strict=True):
+            t.copy_(b)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Wait for the submitted fit: the last epoch's summed squared error (1,) and, if test inputs were given,
@@ -180,7 +234,14 @@ class FitProcess:
             raise FitProcessError(f"the fit process died ({e!r})") from None
 
     def close(self) -> None:
-        """Stop the child (waits for a running fit, then up to ``STOP_TIMEOUT_S``; terminates it after that)."""
+        """Stop the child (waits for a running fit, then up to ``STOP_TIMEOUT_S``; terminates it after that).
+        A running prefix is stopped and undone."""
+        if self.prefixing and self.conn is not None:
+            try:
+                self.stop_prefix()
+                self.restore()
+            except FitProcessError:
+                pass
         proc, conn, self.proc, self.conn = self.proc, self.conn, None, None
         self.is_ready = False
         self.pending = False
@@ -224,35 +285,3 @@ def _vm_hwm_mb(pid: int) -> float | None:
 def peak_child_rss_mb() -> float:
     """The largest peak RSS of the fit processes stopped so far in this process (MB; 0 if none, or unknown)."""
     return max(_PEAKS_MB, default=0.0)
-
-
-def _serve(conn: Any, spec: dict[str, Any]) -> None:
-    """The child: fit model 1 on the shared tensors of ``spec`` per ``("fit", N, epochs, batch, M)`` message."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    torch.set_num_threads(1)
-    from robot.online import OnlineModels
-
-    models = OnlineModels.from_shared_spec(spec)
-    x = y = perm = tx = pred = torch.zeros(0)
-    conn.send(("ready",))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if msg[0] == "stop":
-            return
-        if msg[0] == "buffers":
-            x, y, perm, tx, pred = msg[1:]
-            continue
-        _, n, e, batch, m = msg
-        t0 = time.perf_counter()
-        try:
-            acc, out = models._fit_one(1, x[None, :n], y[None, :n], [perm[i, :n] for i in range(e)], batch,
-                                       tx[None, :m] if m else None)
-            if out is not None:
-                pred[:m].copy_(out[0])
-            conn.send(("ok", float(acc[0]), time.perf_counter() - t0))
-        except Exception as err:  # noqa: BLE001  (reported to the parent, which raises it)
-            conn.send(("error", repr(err)))

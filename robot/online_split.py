@@ -6,6 +6,9 @@ the same time in a worker thread (mode "thread") or in a persistent child proces
 stacked tensors) with the same permutations, drawn from the run's generator in the fused path's order, so
 every mode computes the same bits as mode "off" (the fused path). Mode "process" fits in the worker thread
 until the child is up, and for good if it could not start: same bits again.
+
+``speculate`` lets the child start the next fit while the robot moves (``FitProcess.prefix``); the fit keeps
+the steps done if its permutation and samples agree with the expected ones there, else undoes them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class SplitFit:
     _proc: FitProcess | None
     _fit_one: Any
     _model_views: Any
+    _pack: Any
+    _spec: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None
+    prefix_stats: dict[str, int]
 
     @property
     def parallel(self) -> bool:
@@ -68,7 +74,7 @@ class SplitFit:
     def from_shared_spec(cls, spec: dict[str, Any]) -> Any:
         """The child process's models: the (shared) tensors and settings of ``SHARED`` in ``spec``, mode "off"."""
         m = cls.__new__(cls)
-        m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None)
+        m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None, _spec=None)
         m._views = [m._model_views(k) for k in range(2)]
         return m
 
@@ -97,23 +103,66 @@ class SplitFit:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _fit_split(self, x: torch.Tensor, y: torch.Tensor, tx: torch.Tensor | None, rng: np.random.Generator,
-                   epochs: int, batch_size: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """Both models at once on packed x (2, N, P) / y (2, N, P); returns the last epoch's summed squared
-        errors (2,) and, given packed test inputs tx (2, M, P), the fitted models' outputs on them, forward
-        (1, M, P) and inverse (1, M, P)."""
+    def _ready_proc(self) -> FitProcess | None:
+        p = self._proc
+        return p if self.mode == "process" and p is not None and p.ready() else None
+
+    def speculate(self, motor: np.ndarray, code: np.ndarray, perm0: np.ndarray, steps: int, batch_size: int) -> bool:
+        """Mode "process" with the child up: let it run the next fit's first ``steps`` steps of epoch 0 now, on the
+        samples motor (N, D) / code (N, C) and epoch-0 permutation perm0 (N,) that fit is expected to get (the
+        next call must be that fit: it keeps the steps if its own agree there, else undoes them). Returns
+        whether it started."""
+        proc = self._ready_proc()
+        if proc is None or steps < 1:
+            return False
+        x, y = self._pack(motor, code)
+        proc.prefix(x, y, torch.from_numpy(perm0), steps, batch_size)
+        self._spec = (motor, code, perm0, batch_size)
+        return True
+
+    def halt_speculation(self) -> None:
+        """Stop the child's prefix (``speculate``) after its current step, e.g. to free its core for the encoder;
+        the fit still keeps the steps done."""
+        if self._spec is not None and self._proc is not None:
+            self._proc.halt_prefix()
+
+    def _take_prefix(self, motor: np.ndarray, code: np.ndarray, perm0: np.ndarray | None, batch_size: int) -> int:
+        """The steps of a running prefix that the fit on motor (N, D) / code (N, C) with epoch-0 permutation perm0
+        (N,) keeps (None: none), the prefix stopped; a prefix it cannot keep is undone."""
+        if self._spec is None or self._proc is None:
+            return 0
+        (sm, sc, sp, sb), self._spec = self._spec, None
+        motor, code = np.asarray(motor, np.float32), np.asarray(code, np.float32)
+        done = self._proc.stop_prefix()
+        end = done * sb
+        rows = None if perm0 is None else perm0[:end]
+        keep = (rows is not None and sb == batch_size and len(rows) == end and np.array_equal(rows, sp[:end])
+                and np.array_equal(motor[rows], sm[rows]) and np.array_equal(code[rows], sc[rows]))
+        if done and not keep:
+            self._proc.restore()
+        self.prefix_stats["kept" if keep and done else "undone" if done else "empty"] += 1
+        self.prefix_stats["steps"] += done if keep else 0
+        return done if keep else 0
+
+    def _fit_split(self, motor: np.ndarray, code: np.ndarray, x: torch.Tensor, y: torch.Tensor,
+                   tx: torch.Tensor | None, rng: np.random.Generator, epochs: int, batch_size: int
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Both models at once on motor (N, D) / code (N, C), packed x (2, N, P) / y (2, N, P); returns the last
+        epoch's summed squared errors (2,) and, given packed test inputs tx (2, M, P), the fitted models' outputs
+        on them, forward (1, M, P) and inverse (1, M, P)."""
         n = x.shape[1]
         perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
-        proc = self._proc if self.mode == "process" and self._proc is not None and self._proc.ready() else None
+        skip = self._take_prefix(motor, code, perms[0].numpy() if epochs > 1 else None, batch_size)
+        proc = self._ready_proc()
         if proc is not None:
-            proc.submit(x[1], y[1], perms, batch_size, None if tx is None else tx[1])
+            proc.submit(x[1], y[1], perms, batch_size, None if tx is None else tx[1], skip)
             inverse = proc.result
         else:
             inv = self.worker().submit(self._fit_one, 1, x[1:], y[1:], perms, batch_size,
-                                       None if tx is None else tx[1:])
+                                       None if tx is None else tx[1:], skip)
             inverse = inv.result
         try:
-            a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1])
+            a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1], skip)
         except BaseException:  # e.g. a second Ctrl-C: let the other finish before the weights are read
             if proc is not None:
                 proc.drain()

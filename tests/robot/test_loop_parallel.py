@@ -12,6 +12,7 @@ import csv
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,12 +104,40 @@ def test_process_fit_is_bit_identical_and_the_child_stops(tmp_path: Path) -> Non
     os.kill(child.pid, signal.SIGINT)
     _fit_like_fused(par, (12, 37, 90, 37))
     assert child.is_alive() and par._proc is not None and par._proc.child_s > 0  # the child did fit
+    _speculate_like_fused(par)
     par.weights[1][0, 0, 0] = float("nan")  # the parent's write is the child's weight
     motor = np.random.default_rng(1).random((20, 2), dtype=np.float32)
     with pytest.raises(TrainingDivergedError):
         par.fit(motor, np.zeros((20, 8), np.float32), np.random.default_rng(0), 2, 16)
     par.close()
     assert not child.is_alive()
+
+
+def _speculate_like_fused(par: OnlineModels) -> None:
+    """Fits of ``par`` whose first steps the child ran before (``speculate``) equal a fused twin's, whether the
+    expected data and permutation were right (the steps are kept) or wrong (they are undone)."""
+    fused = OnlineModels(2, 8, (32, 32), seed=4)
+    fused.load_state_dict(par.state_dict())
+    r1, r2, data = np.random.default_rng(3), np.random.default_rng(3), np.random.default_rng(5)
+    for case in ("right", "wrong permutation", "wrong sample", "right"):
+        motor, code = data.random((60, 2), dtype=np.float32), data.standard_normal((60, 8)).astype(np.float32)
+        ahead = np.random.Generator(np.random.PCG64())
+        ahead.bit_generator.state = r2.bit_generator.state
+        perm0 = ahead.permutation(60)  # what the fit will draw first
+        sm, sc = motor.copy(), code.copy()
+        sm[perm0[40]] = np.nan  # a sample not known yet: 40 // 16 = 2 steps can run before it
+        if case == "wrong permutation":
+            perm0 = perm0[::-1].copy()
+        if case == "wrong sample":
+            sc[perm0[3]] += 1.0
+        before = dict(par.prefix_stats)
+        assert par.speculate(sm, sc, perm0, 2, 16)
+        time.sleep(0.3)  # let the child run its steps
+        assert fused.fit(motor, code, r1, 2, 16) == par.fit(motor, code, r2, 2, 16)
+        kept = par.prefix_stats["kept"] - before["kept"]
+        assert (kept, par.prefix_stats["undone"] - before["undone"]) == ((1, 0) if case == "right" else (0, 1))
+    a, b = fused.state_dict(), par.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_process_start_failure_falls_back_to_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +151,7 @@ def test_process_start_failure_falls_back_to_the_thread(monkeypatch: pytest.Monk
 
 
 def test_a_child_that_dies_at_start_counts_as_failed() -> None:
-    fp = online_proc.FitProcess({"P": 8})  # the child cannot build its models from this and exits
+    fp = online_proc.FitProcess({"P": 8, "weights": [], "biases": [], "bufs": []})  # too little: the child exits
     assert not fp.wait_ready(60.0) and fp.failed and fp.proc is None
 
 
@@ -183,28 +212,52 @@ def test_mode_chooser_probes_a_b_b_a_and_keeps_the_faster() -> None:
     assert not any(fixed.parallel(t) for t in range(1, 300))
 
 
+_halt = OnlineModels.halt_speculation
+
+
+def _halt_after_a_step(self: OnlineModels) -> None:
+    """``halt_speculation`` once the child's prefix has done a step (the fake robot's moves take no time)."""
+    end = time.monotonic() + 10.0
+    while self._spec is not None and self._proc is not None and not self._proc.prefix_steps():
+        if time.monotonic() > end:
+            break
+        time.sleep(0.001)
+    _halt(self)
+
+
 def test_process_run_interrupted_and_resumed_equals_the_sequential_run(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``--parallel process``: a run cut by Ctrl-C at iteration 23 (the first Ctrl-C: checkpoint, then stop) and
-    resumed gives the sequential run's metrics, bit for bit; no child process outlives its run. (Without path
-    frames: a resumed run with path frames differs from an uninterrupted one in every mode, ~1e-7.)"""
+    resumed gives the sequential run's metrics, bit for bit, also where the child began a fit while the robot
+    moved; no child process outlives its run. (Without path frames: a resumed run with path frames differs from
+    an uninterrupted one in every mode, ~1e-7.)"""
     setup_moves = 50 + 30 + 1  # test positions + goal views + move to the centre
-    seq = run(tiny_explore_config(tmp_path, "seq", parallel="off"), robot=FakeCameraRobot())
-    result, fits = online_proc.FitProcess.result, []
+    kw = {"memory_size": 48}  # fits of up to 64 samples: 4 batches
+    seq = run(tiny_explore_config(tmp_path, "seq", parallel="off", **kw), robot=FakeCameraRobot())
+    result, fits, prefixes = online_proc.FitProcess.result, [], []
+    take = OnlineModels._take_prefix
 
     def counted(self: online_proc.FitProcess) -> object:
         fits.append(1)
         return result(self)
 
+    def taken(self: OnlineModels, *a: object) -> int:
+        prefixes.append(take(self, *a))
+        return prefixes[-1]
+
     monkeypatch.setattr(online_proc.FitProcess, "result", counted)
+    monkeypatch.setattr(OnlineModels, "_take_prefix", taken)
+    monkeypatch.setattr(OnlineModels, "halt_speculation", _halt_after_a_step)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_explore_config(tmp_path, "cut", parallel="process"),
+        run(tiny_explore_config(tmp_path, "cut", parallel="process", **kw),
             robot=FakeCameraRobot(interrupt_at=setup_moves + 23))
     assert int(load_checkpoint(tmp_path / "cut")["state"]["iteration"]) == 23
     assert not multiprocessing.active_children()
-    run(tiny_explore_config(tmp_path, "ignored", parallel="process", resume=tmp_path / "cut"), robot=FakeCameraRobot())
+    run(tiny_explore_config(tmp_path, "ignored", parallel="process", resume=tmp_path / "cut", **kw),
+        robot=FakeCameraRobot())
     assert not multiprocessing.active_children()
     assert len(fits) == 40  # every fit had its inverse model fitted in the child
+    assert sum(k > 0 for k in prefixes) > 10  # and many began with steps the child ran while the robot moved
     (cols, want), (cols_p, got) = _table(seq), _table(tmp_path / "cut")
     assert cols == cols_p and want.shape == (40, len(cols))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
