@@ -25,6 +25,7 @@ its mean over the logs of the last 100 iterations up to T (``LEAVE_BASELINE``), 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -251,6 +252,13 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                 "recent_code": recent_c,
                 "position": position, "config": dataclasses.asdict(cfg)}
 
+    def after_fit(goal: int, sent: np.ndarray, motors: np.ndarray, t: int, random_cmd: bool) -> None:
+        """Once the forward model is fitted: the goal's interest from its PE, the explored positions, the counts."""
+        interest.update(goal, float(np.linalg.norm(goals[goal] - models.predict_code(sent)[0])))
+        tracker.add_positions(motors, t)
+        meter.add_move(motors, bool((getattr(robot, "last_info", None) or {}).get("in_distractor", False)), goal,
+                       not random_cmd)
+
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, disable=not cfg.progress,
                desc="explore", unit="it", dynamic_ncols=True)
     with _Interrupt() as stop, models:  # models: stops the worker thread and the child process
@@ -287,21 +295,17 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             mem_m, mem_c = memory.data()
             log_now, errs = t % cfg.log_every == 0 or t == cfg.steps, None
             fit_m, fit_c = np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c])
+            then = functools.partial(after_fit, goal, sent, motors, t, random_cmd)  # while the inverse fit goes on
             try:  # the test-set errors of the fitted models come with the fit (where each was fitted)
                 if log_now:
                     losses, errs = models.fit_test(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size, st["test_motor"],
-                                                   st["test_code"])
+                                                   st["test_code"], then)
                 else:
-                    losses = models.fit(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size)
+                    losses = models.fit(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size, then)
             except TrainingDivergedError as e:
                 good = out / "checkpoint"
                 keep = f"the last good checkpoint is {str(good)!r}" if good.exists() else "no checkpoint was written"
                 raise TrainingDivergedError(f"iteration {t}: {e}; stopped, {keep}") from None
-            pe = float(np.linalg.norm(goals[goal] - models.predict_code(sent)[0]))
-            interest.update(goal, pe)
-            tracker.add_positions(motors, t)
-            meter.add_move(motors, bool((getattr(robot, "last_info", None) or {}).get("in_distractor", False)),
-                           goal, not random_cmd)
             if errs is not None:
                 veca = ({} if not veca_cols else online_veca(models, fit_m, fit_c) if t % cfg.veca_every == 0
                         else dict.fromkeys(veca_cols, float("nan")))

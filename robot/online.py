@@ -31,6 +31,7 @@ exactly the ops of the plain update. The reported losses stay the MSEs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -216,25 +217,27 @@ class OnlineModels(SplitFit):
 
     @torch.no_grad()
     def fit(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int = 2,
-            batch_size: int = 16) -> tuple[float, float]:
+            batch_size: int = 16, then: Callable[[], None] | None = None) -> tuple[float, float]:
         """Fit both models on pairs motor (N, D) / code (N, C); shuffles each epoch with ``rng``.
 
         Returns (forward MSE, inverse MSE) averaged over the last epoch's batches (before each step).
-        Raises ``TrainingDivergedError`` on NaN/inf in the losses or the weights.
+        Raises ``TrainingDivergedError`` on NaN/inf in the losses or the weights. ``then``: called once the
+        forward model is fitted, while the inverse one may still be (parallel modes; "off": after the fit); it
+        may use ``predict_code`` but nothing else of the models.
         """
         test, self._test = self._test, None
-        losses, self._test_preds = self._fit(motor, code, rng, epochs, batch_size, test)
+        losses, self._test_preds = self._fit(motor, code, rng, epochs, batch_size, test, then)
         return losses
 
     def fit_test(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int,
-                 batch_size: int, test_motor: np.ndarray, test_code: np.ndarray
-                 ) -> tuple[tuple[float, float], dict[str, Any]]:
-        """``fit(motor, code, ...)`` then ``test_errors(test_motor (M, D), test_code (M, C))`` of the fitted
+                 batch_size: int, test_motor: np.ndarray, test_code: np.ndarray,
+                 then: Callable[[], None] | None = None) -> tuple[tuple[float, float], dict[str, Any]]:
+        """``fit(motor, code, ..., then)`` then ``test_errors(test_motor (M, D), test_code (M, C))`` of the fitted
         models; with ``parallel`` each side evaluates its own model right after its fit (the same numbers)."""
         if self.mode == "off":
-            return self.fit(motor, code, rng, epochs, batch_size), self.test_errors(test_motor, test_code)
+            return self.fit(motor, code, rng, epochs, batch_size, then), self.test_errors(test_motor, test_code)
         self._test = (test_motor, test_code)  # for this fit (through ``fit``, so wrappers of it see the call)
-        losses = self.fit(motor, code, rng, epochs, batch_size)
+        losses = self.fit(motor, code, rng, epochs, batch_size, then)
         preds, self._test_preds = self._test_preds, None
         assert preds is not None
         tm, tc = np.asarray(test_motor, np.float32), np.asarray(test_code, np.float32)
@@ -242,7 +245,7 @@ class OnlineModels(SplitFit):
 
     @torch.no_grad()
     def _fit(self, motor: np.ndarray, code: np.ndarray, rng: np.random.Generator, epochs: int, batch_size: int,
-             test: tuple[np.ndarray, np.ndarray] | None = None
+             test: tuple[np.ndarray, np.ndarray] | None = None, then: Callable[[], None] | None = None
              ) -> tuple[tuple[float, float], tuple[torch.Tensor, torch.Tensor] | None]:
         """``fit``; with a parallel ``mode`` and ``test`` (motor (M, D), code (M, C)) also the two fitted models'
         outputs on the test inputs: forward (1, M, P), inverse (1, M, P) (padded)."""
@@ -251,7 +254,8 @@ class OnlineModels(SplitFit):
         n = x.shape[1]
         if self.mode != "off":
             acc, preds = self._fit_split(motor, code, x, y, self._pack(*test)[0] if test is not None else None, rng,
-                                         epochs, batch_size)
+                                         epochs, batch_size, then)
+            then = None
         else:
             self._take_prefix(motor, code, None, batch_size)  # (none in this mode: undone if there is one)
             acc = torch.zeros(2)
@@ -265,6 +269,8 @@ class OnlineModels(SplitFit):
         if not (np.all(np.isfinite(losses)) and self.is_finite()):
             raise TrainingDivergedError(f"online training diverged (forward loss {losses[0]}, inverse loss "
                                         f"{losses[1]}); lower the learning rate (--lr)")
+        if then is not None:
+            then()
         return (float(losses[0]), float(losses[1])), preds
 
     @torch.no_grad()
@@ -274,10 +280,14 @@ class OnlineModels(SplitFit):
         out, _ = self._forward(x)
         return out[0, :, : self.C].numpy().copy(), out[1, :, : self.D].numpy().copy()
 
+    @torch.no_grad()
     def predict_code(self, motor: np.ndarray) -> np.ndarray:
-        """Forward model: motor (N, D) -> code (N, C)."""
+        """Forward model: motor (N, D) -> code (N, C). Reads only the forward model (its view: the same bits as
+        ``predict``), so it may run while the inverse one is fitted elsewhere."""
         m = np.atleast_2d(np.asarray(motor, np.float32))
-        return self.predict(m, np.zeros((len(m), self.C), np.float32))[0]
+        x = torch.zeros(1, len(m), self.P)
+        x[0, :, : self.D] = torch.as_tensor(m)
+        return self._forward(x, v=self._views[0])[0][0, :, : self.C].numpy().copy()
 
     def predict_motor(self, code: np.ndarray) -> np.ndarray:
         """Inverse model: code (N, C) -> motor (N, D) (unclipped)."""

@@ -14,6 +14,7 @@ the steps done if its permutation and samples agree with the expected ones there
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -145,11 +146,13 @@ class SplitFit:
         return done if keep else 0
 
     def _fit_split(self, motor: np.ndarray, code: np.ndarray, x: torch.Tensor, y: torch.Tensor,
-                   tx: torch.Tensor | None, rng: np.random.Generator, epochs: int, batch_size: int
+                   tx: torch.Tensor | None, rng: np.random.Generator, epochs: int, batch_size: int,
+                   then: Callable[[], None] | None = None
                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Both models at once on motor (N, D) / code (N, C), packed x (2, N, P) / y (2, N, P); returns the last
         epoch's summed squared errors (2,) and, given packed test inputs tx (2, M, P), the fitted models' outputs
-        on them, forward (1, M, P) and inverse (1, M, P)."""
+        on them, forward (1, M, P) and inverse (1, M, P). ``then()`` runs after the forward model's fit, while
+        the inverse one may go on."""
         n = x.shape[1]
         perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
         skip = self._take_prefix(motor, code, perms[0].numpy() if epochs > 1 else None, batch_size)
@@ -163,6 +166,8 @@ class SplitFit:
             inverse = inv.result
         try:
             a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1], skip)
+            if then is not None:
+                then()
         except BaseException:  # e.g. a second Ctrl-C: let the other finish before the weights are read
             if proc is not None:
                 proc.drain()

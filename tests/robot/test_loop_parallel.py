@@ -262,3 +262,13 @@ def test_process_run_interrupted_and_resumed_equals_the_sequential_run(tmp_path:
     assert cols == cols_p and want.shape == (40, len(cols))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
     assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("hidden", [(24, 24), (320, 320)])
+def test_predict_code_reads_the_forward_model_alone_with_the_same_bits(hidden: tuple[int, int]) -> None:
+    """``predict_code`` runs on the forward model's view (so the loop may call it while the child fits the
+    inverse model): the same bits as the two-model ``predict``, for 1 to 64 inputs."""
+    m, rng = OnlineModels(2, 8, hidden, seed=1), np.random.default_rng(0)
+    for n in (1, 1, 2, 5, 64):
+        motor = rng.random((n, 2), dtype=np.float32)
+        assert np.array_equal(m.predict_code(motor), m.predict(motor, np.zeros((n, 8), np.float32))[0])
