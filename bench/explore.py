@@ -78,10 +78,11 @@ def _encoder(path: str | None, arm: str, tmp: Path) -> Path:
 @contextlib.contextmanager
 def _phase_clock(steps: int, fill: int = 320) -> Iterator[dict[str, float]]:
     """Wall seconds the loop spends in its fits (``OnlineModels.fit``, with the test-set errors when they come
-    with it), encodings (``FrameEncoder``) and moves (``Robot.send_action``: move + render) once the memory
-    is full (iterations fill + 1 .. steps), summed; "n" = those iterations; "fits <mode>": the number of all
-    the run's fits in each mode (process: the inverse model in the child process). Patches the classes while
-    the block runs."""
+    with it, and the interest, position and condition updates that run while the fit process finishes),
+    encodings (``FrameEncoder``) and moves (``Robot.send_action``: move + render) once the memory is full
+    (iterations fill + 1 .. steps), summed; "n" = those iterations; "fits <mode>": the number of all the run's
+    fits in each mode (process: the inverse model in the child process). Patches the classes while the block
+    runs."""
     from robot.base import Robot
     from robot.explore_parallel import FrameEncoder
     from robot.online import OnlineModels

@@ -18,15 +18,19 @@ MaxPool2d(2) per level, then ``fc``) with two exact shortcuts:
 
 Encoders of any other layout fall back to ``ae.encode_images``.
 
-``ModeChooser`` picks, while a run goes, whichever of the sequential and the two-thread loop is faster on
-this machine right now (``ExploreConfig.parallel = "auto"``): both compute the same bits, so switching
-changes only the speed. On an idle 2-core machine the two-thread loop should win; with other jobs on the
-cores its hand-offs wait for descheduled threads and it measured ~20% slower.
+``ModeChooser`` picks, while a run goes, whichever of the sequential and the parallel loop is faster on
+this machine right now (``ExploreConfig.parallel = "auto"``, through ``LoopMode``): all compute the same bits,
+so switching changes only the speed. The parallel loop is the fit process's (``robot/online_proc.py``) for runs
+of at least ``PROCESS_MIN_STEPS`` iterations (its start, ~2 s, would not pay for itself in shorter ones) and the
+two-thread one otherwise; with other jobs on the cores its hand-offs wait for descheduled threads or processes.
+
+``start_prefix`` lets the fit process begin the next fit while the robot moves (``OnlineModels.speculate``).
 """
 
 from __future__ import annotations
 
 import copy
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -156,7 +160,9 @@ class LoopMode:
     start, the thread path computes the same bits); "auto" probes "off" against the parallel loop with
     ``chooser_cls`` (a ``ModeChooser``), the parallel loop being "process" for runs with at least
     ``PROCESS_MIN_STEPS`` iterations left (the child starts in the background, "thread" meanwhile; once it is
-    up a new probe starts) and "thread" for shorter ones; with ``threads`` > 1 auto is "off".
+    up a new probe starts) and "thread" for shorter ones or in a process that is itself a multiprocessing child
+    (e.g. a ``microfarm compare --workers N`` worker: the other runs share the cores, and a fit process each
+    would add its memory); with ``threads`` > 1 auto is "off".
     """
 
     def __init__(self, models: OnlineModels, parallel: str, threads: int, steps_left: int, first: int,
@@ -164,7 +170,8 @@ class LoopMode:
         mode = {"on": "thread"}.get(parallel, parallel)  # "on": the name of "thread" before "process" existed
         fixed = {"process": True, "thread": True, "off": False}.get(mode, False if threads > 1 else None)
         self.models, self.chooser = models, chooser_cls(first, fixed)
-        self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS)
+        self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS
+                                              and multiprocessing.parent_process() is None)
         self.par_mode = "process" if self.use_proc else "thread"
         self.pool = models.worker() if fixed is not False else None
         self._up = False

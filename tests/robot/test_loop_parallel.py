@@ -22,6 +22,7 @@ import torch
 from fake_camera_robot import FakeCameraRobot, tiny_explore_config
 
 import robot.explore as explore
+import robot.explore_parallel as explore_parallel
 import robot.online_proc as online_proc
 from models.autoencoder import AutoencoderConfig, ConvAutoencoder
 from robot.explore import ExploreConfig, run
@@ -272,3 +273,33 @@ def test_predict_code_reads_the_forward_model_alone_with_the_same_bits(hidden: t
     for n in (1, 1, 2, 5, 64):
         motor = rng.random((n, 2), dtype=np.float32)
         assert np.array_equal(m.predict_code(motor), m.predict(motor, np.zeros((n, 8), np.float32))[0])
+
+
+class _StubModels:
+    """What ``LoopMode`` asks of ``OnlineModels``, without threads or processes."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def worker(self) -> None:
+        return None
+
+    def start_process(self) -> bool:
+        self.started += 1
+        return True
+
+
+@pytest.mark.parametrize(("parallel", "threads", "left", "in_pool", "want"), [
+    ("auto", 1, 5000, False, "process"), ("auto", 1, 100, False, "thread"), ("auto", 1, 5000, True, "thread"),
+    ("auto", 2, 5000, False, "off"), ("thread", 1, 5000, False, "thread"), ("on", 1, 5000, False, "thread"),
+    ("off", 1, 5000, False, "off")])
+def test_loop_mode_starts_the_fit_process_only_where_it_pays(monkeypatch: pytest.MonkeyPatch, parallel: str,
+                                                             threads: int, left: int, in_pool: bool,
+                                                             want: str) -> None:
+    """auto: the fit process for runs of >= PROCESS_MIN_STEPS iterations, not inside a process pool's worker
+    (``microfarm compare --workers N``), not with torch threads; "on" is the old name of "thread"."""
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object() if in_pool else None)
+    stub = _StubModels()
+    loop = explore_parallel.LoopMode(stub, parallel, threads, left, 1)  # type: ignore[arg-type]
+    mode = loop.par_mode if loop.chooser.parallel(1) or loop.chooser.fixed is None else "off"
+    assert (mode, stub.started) == (want, int(want == "process"))
