@@ -43,9 +43,7 @@ def serve(conn: Any, spec: dict[str, Any], backup: list[torch.Tensor], flag: tor
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     torch.set_num_threads(1)
-    from robot.online import OnlineModels
-
-    models = OnlineModels.from_shared_spec(spec)
+    models = spec.pop("cls").from_shared_spec(spec)  # the class, pickled by name: no import of robot.online here
     state = [*models.weights, *models.biases, *models.bufs]
     x = y = perm = tx = pred = torch.zeros(0)
     conn.send(("ready",))

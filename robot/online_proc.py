@@ -61,7 +61,7 @@ def _grow(t: torch.Tensor | None, lead: tuple[int, ...], rows: int, cols: tuple[
 class FitProcess:
     """One child process fitting model 1 (the inverse) of ``OnlineModels`` on shared tensors.
 
-    spec: the attributes a bare ``OnlineModels`` needs (``OnlineModels._shared_spec()``), its tensors already
+    spec: "cls" (``OnlineModels``) and the attributes a bare one needs (``online_split.SHARED``), its tensors already
     in shared memory. Starts the child at once (without waiting for it); ``failed`` if that raised.
     """
 

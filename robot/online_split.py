@@ -63,7 +63,7 @@ class SplitFit:
         if self._proc is None:
             for t in [*self.params, *self.bufs]:
                 t.share_memory_()
-            self._proc = FitProcess({k: getattr(self, k) for k in SHARED})
+            self._proc = FitProcess({"cls": type(self), **{k: getattr(self, k) for k in SHARED}})
         return not self._proc.failed
 
     def process_ready(self, wait: bool = False) -> bool:
