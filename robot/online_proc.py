@@ -210,8 +210,11 @@ class FitProcess:
 
     def drain(self) -> None:
         """Wait for (and drop) the reply of a fit still running, e.g. one whose ``result()`` a Ctrl-C cut short:
-        the shared weights are complete again afterwards."""
-        if self.pending:
+        the shared weights are complete again afterwards. A prefix still running is stopped and undone."""
+        if self.prefixing:
+            self.stop_prefix()
+            self.restore()
+        elif self.pending:
             self._recv()
 
     def _recv(self) -> tuple[Any, ...]:
@@ -238,8 +241,7 @@ class FitProcess:
         A running prefix is stopped and undone."""
         if self.prefixing and self.conn is not None:
             try:
-                self.stop_prefix()
-                self.restore()
+                self.drain()
             except FitProcessError:
                 pass
         proc, conn, self.proc, self.conn = self.proc, self.conn, None, None
