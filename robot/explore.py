@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +41,7 @@ from robot.base import Robot
 from robot.conditions import COLUMNS, ConditionMeter, check_conditions, robot_kwargs
 from robot.explore_parallel import PROCESS_MIN_STEPS, FrameEncoder, LoopMode, ModeChooser, start_prefix
 from robot.explore_setup import setup_state
-from robot.explore_state import Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
+from robot.explore_state import Interrupt, Tracker, leave_region_command, load_checkpoint, region_of, save_checkpoint
 from robot.interest import make_interest
 from robot.memory import EpisodicMemory
 from robot.online import OnlineModels, TrainingDivergedError
@@ -167,27 +165,6 @@ def validate_config(cfg: ExploreConfig) -> None:
     check_conditions(cfg)
 
 
-class _Interrupt:
-    """Ctrl-C sets a flag; the loop checkpoints at the end of the iteration, then stops. Twice: stop now."""
-
-    def __init__(self) -> None:
-        self.flag, self.old = False, None
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, *_: Any) -> None:
-        if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-
-
 def run(cfg: ExploreConfig, robot: Robot | None = None) -> Path:
     """Run (or resume) an exploration; returns the run folder. ``robot``: a connected or unconnected Robot
     (default ``make_robot(cfg.robot, arm=cfg.arm, ...)``)."""
@@ -261,7 +238,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
 
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, disable=not cfg.progress,
                desc="explore", unit="it", dynamic_ncols=True)
-    with _Interrupt() as stop, models:  # models: stops the worker thread and the child process
+    with Interrupt() as stop, models:  # models: stops the worker thread and the child process
         for t in bar:
             t_it = time.perf_counter()
             loop.begin(t, encode)  # this iteration's mode

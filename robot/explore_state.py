@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from microfarm_toolkit import UsageError, atomic_path
 
-__all__ = ["Tracker", "save_checkpoint", "load_checkpoint", "region_of", "N_REGIONS"]
+__all__ = ["Tracker", "save_checkpoint", "load_checkpoint", "region_of", "N_REGIONS", "Interrupt"]
 
 N_REGIONS = 4
 # iterations before --leave-at whose logged errors of the region to be left are averaged into the baseline
@@ -197,3 +199,24 @@ class Tracker:
         self.positions, self.hull_pts = np.array(s["positions"]), np.array(s["hull_pts"])
         self.area = float(s["area"])
         self._leave_base = [float(v) for v in np.asarray(s.get("leave_base", np.zeros(0))).ravel()]
+
+
+class Interrupt:
+    """Ctrl-C sets a flag; the loop checkpoints at the end of the iteration, then stops. Twice: stop now."""
+
+    def __init__(self) -> None:
+        self.flag, self.old = False, None
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)

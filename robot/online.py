@@ -10,17 +10,11 @@ the same as two separate MLPs. Each model's loss is its own MSE (mean over batch
 
 Update rule (PyTorch SGD, nesterov=True): buf = mu*buf + g; p -= lr * (g + mu*buf).
 
-``mode`` (``parallel``) "thread" or "process" fits the two models at the same time on two cores instead
-(``robot/online_split.py``): the forward model in the calling thread, the inverse in a worker thread
-("thread") or in a persistent child process on shared tensors ("process", ``robot/online_proc.py``; started
-by ``start_process()``, in the background: until it is ready, or if it cannot start, "process" fits in the
-worker thread), each with one-thread torch ops. Both use the same permutations (drawn from ``rng`` in the
-same order as the fused path) and run the fused step itself on views k:k+1 of the stacked tensors (a leading
-dim of 1 instead of 2: the same ``bmm``/``baddbmm`` kernels, the same padding), so the result is
-bit-identical to the fused path's (tests/robot/test_loop_parallel.py checks it). It is a speed choice only:
-same SGD steps, same batches, same shuffles, same state (``state_dict`` and checkpoints do not change).
-``fit_test`` also evaluates each fitted model on a test set where it was fitted. The worker thread gains
-nothing for the fit itself (the Python between the tiny kernels holds the GIL); the child process does.
+``mode`` (``parallel``) "thread" or "process" fits the two models at the same time on two cores instead: the
+forward model here, the inverse in a worker thread or in a persistent child process on shared tensors
+(``robot/online_split.py``, ``robot/online_proc.py``), each on views k:k+1 of the stacked tensors with the
+same kernels and permutations, so with the same bits (tests/robot/test_loop_parallel.py). It is a speed choice
+only: same SGD steps, batches, shuffles and state (``state_dict`` and checkpoints do not change).
 
 ``edm_weight`` w > 0 adds the EDM decorrelation penalty (Gu et al., issue 19.2; ``models.veca.edm_penalty``) of
 every hidden layer to each model's loss: loss_k = MSE_k + w * sum_l EDM(h_l of model k over the batch, ``edm_groups``
