@@ -7,7 +7,7 @@ the layers (docs/architecture.md): ``microfarm segment`` / ``eval-segmenter`` / 
 they carry are those of ``models.pipeline``. A mixin used by one command only stays beside that command
 (``vision.adapt_flags``).
 
-- ``ColourPriorFlags``: ``--colour-prior W`` (segment, eval-segmenter, eval-real, deploy);
+- ``ColourPriorFlags``: ``--colour-prior W``, ``--fusion`` (segment, eval-segmenter, eval-real, deploy);
 - ``CRFGateFlags``: ``--crf-gate / --no-crf-gate`` (segment, eval-segmenter, eval-real, deploy);
 - ``ScaleFlags``: ``--scales R`` (segment, eval-segmenter, deploy);
 - ``CRFFlags``: ``--crf-*``, the ``CRFParams`` of both CRFs (segment, eval-segmenter, eval-real, export);
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from microfarm_toolkit import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR
 from models.crf_params import CRFParams
+from models.cue_fusion import DEFAULT_FUSION
 from models.labels import ClassSpec, parse_classes
 from models.scales import DEFAULT_SCALES, check_ratios, input_sides
 
@@ -44,6 +45,11 @@ class ColourPriorFlags:
     colour_prior: float = dataclasses.field(default=DEFAULT_COLOUR_PRIOR, metadata={
         "help": "weight W of the support's colour histogram in the foreground probability, "
                 "(1-W) network + W colour (0: the network alone)"})
+
+    fusion: Literal["blend", "fit"] = dataclasses.field(default=DEFAULT_FUSION, metadata={
+        "help": "how network and colour are combined: blend (the weight --colour-prior) or fit (network, colour "
+                "histogram and excess green weighted by a logistic regression fitted on the support's own pixels; "
+                "the blend where that fit does not beat it on the support)"})
 
     def check_colour_prior(self) -> float:
         """The weight, or a one-line ``UsageError`` if it is outside [0, 1]."""

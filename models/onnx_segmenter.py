@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.colour_prior import DEFAULT_COLOUR_PRIOR
+from models.cue_fusion import DEFAULT_FUSION
 from models.pipeline import SegmentationPipeline
 from models.runtime import BundleError, Runtime, softmax_fg
 from models.scales import DEFAULT_SCALES, input_sides
@@ -58,11 +59,13 @@ class OnnxSegmenter(SegmentationPipeline):
     allows (``crf_gate``, ``models.crf_gate``); a bundle's ``crf.onnx`` takes 2 labels, so a support of several
     classes runs without it (``crf_supported`` False). The guide is a running mean over the shots. ``scales``: run
     the network at ``round(imgsz * r)`` for each ratio r (a guide per side) and average its probabilities.
+    ``fusion``: "blend" (the weight W) or "fit" (cue weights fitted on the support, ``models.cue_fusion``).
     """
 
     def __init__(self, runtime: Runtime | str | Path, crf: str = "none", imgsz: int | None = None,
                  threshold: float = 0.5, colour_prior: float | None = None, crf_gate: bool = True,
-                 scales: Sequence[float] = DEFAULT_SCALES, **runtime_kwargs: Any) -> None:
+                 scales: Sequence[float] = DEFAULT_SCALES, fusion: str = DEFAULT_FUSION,
+                 **runtime_kwargs: Any) -> None:
         if crf not in ("none", "meanfield"):
             raise BundleError(f"crf {crf!r} is not available from a bundle; choose none or meanfield (crf.onnx)")
         w = DEFAULT_COLOUR_PRIOR if colour_prior is None else float(colour_prior)
@@ -81,4 +84,4 @@ class OnnxSegmenter(SegmentationPipeline):
             raise BundleError(f"the bundle's segment model takes {shape[-1]}x{shape[-1]} inputs only (exported with "
                               f"--fixed-shape); use --imgsz {shape[-1]} --scales 1, or re-export without --fixed-shape")
         super().__init__(OnnxBackend(self.rt, crf), crf, size, sides, threshold, w, crf_gate, BundleError,
-                         BundleError)
+                         BundleError, fusion)

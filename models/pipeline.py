@@ -27,6 +27,7 @@ import numpy as np
 
 from models.colour_prior import ColourHistogram, blend
 from models.crf_gate import CRFGate
+from models.cue_fusion import FUSIONS, CueWeights, crossfit_colour
 from models.imageio import support_shot, to_rgb8
 from models.labels import ClassSpec, Key, as_legend, class_distribution, decide, interpret_masks
 
@@ -75,14 +76,18 @@ class SegmentationPipeline:
     sides: every input side (``models.scales.input_sides``), probabilities averaged; threshold: foreground at
     probability >= threshold; colour_prior: weight W, class probability = (1-W) network + W colour histogram;
     crf_gate: the CRF gate on (``models.crf_gate``); error: raised for a bad support shot or frame;
-    state_error: raised when predicting before any support.
+    state_error: raised when predicting before any support; fusion: "blend" (the weight W above) or "fit" (cue
+    weights fitted on the support, ``models.cue_fusion``; the blend stays where the fit does not beat it there).
     """
 
     def __init__(self, backend: SegmentBackend, crf: str, imgsz: int, sides: tuple[int, ...], threshold: float,
                  colour_prior: float, crf_gate: bool, error: type[Exception] = ValueError,
-                 state_error: type[Exception] = RuntimeError) -> None:
+                 state_error: type[Exception] = RuntimeError, fusion: str = "blend") -> None:
         self.backend, self.crf, self.imgsz, self.sides = backend, crf, int(imgsz), tuple(sides)
         self.threshold, self.colour_prior = float(threshold), float(colour_prior)
+        if fusion not in FUSIONS:
+            raise error(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.fusion = fusion
         self.gate = CRFGate(crf_gate)
         self._error, self._state_error = error, state_error
         self._reset(("foreground",), None)
@@ -93,6 +98,8 @@ class SegmentationPipeline:
         self._counts = dict.fromkeys(range(1, len(names) + 1), 0)  # class -> shots that show it
         self._colour = [ColourHistogram() for _ in names]
         self._shots = 0
+        self._kept: list[tuple[np.ndarray, np.ndarray, dict[tuple[int, int], np.ndarray]]] = []  # rgb, mask, guides
+        self._cues: list[CueWeights] | None = None  # fitted on the first fused() after a change (fusion "fit")
         self.gate.reset()
 
     @property
@@ -148,6 +155,9 @@ class SegmentationPipeline:
         for k, hist in enumerate(self._colour, 1):
             hist.add(rgb, mask == k if self.multiclass else mask)
         self.gate.add(rgb, mask, labelled=self.multiclass)
+        if self.fusion == "fit":
+            self._kept.append((np.array(rgb, np.uint8), np.array(mask), guides))
+        self._cues = None
         self._shots += 1
 
     def guide_value(self, side: int | None = None, cls: int = 1) -> np.ndarray:
@@ -166,19 +176,61 @@ class SegmentationPipeline:
         else (K,H,W) float32 class probabilities (``models.labels.class_distribution``). Each class: the network
         with its guide, resized to the frame's size and averaged over the input sides, blended with its colour
         prior, clipped to [0,1]."""
-        h, w = rgb.shape[:2]
         xs = {s: network_input(rgb, s) for s in self.sides}
+        cues = self._fit_cues() if self.fusion == "fit" else None
         out = []
         for k, hist in enumerate(self._colour, 1):
-            fg = np.zeros((h, w), np.float32)
-            for s in self.sides:
-                p = self.backend.segment(xs[s], self.guide_value(s, k))
-                fg += cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
-            fg /= np.float32(len(self.sides))
-            if self.colour_prior > 0:
+            fg = self._network_fg(rgb, xs, {s: self.guide_value(s, k) for s in self.sides})
+            if cues is not None:
+                fg = cues[k - 1].apply(fg, hist.prob(rgb), rgb, self.colour_prior)
+            elif self.colour_prior > 0:
                 fg = blend(fg, hist.prob(rgb), self.colour_prior)
             out.append(np.clip(fg, 0.0, 1.0))
         return out[0] if len(out) == 1 else class_distribution(np.stack(out))
+
+    def _network_fg(self, rgb: np.ndarray, xs: dict[int, np.ndarray], guides: dict[int, np.ndarray]) -> np.ndarray:
+        """(H,W) float32 network foreground of frame rgb (its inputs xs per side) with a guide per side, resized
+        to the frame's size and averaged over the sides."""
+        h, w = rgb.shape[:2]
+        fg = np.zeros((h, w), np.float32)
+        for s in self.sides:
+            p = self.backend.segment(xs[s], guides[s])
+            fg += cv2.resize(p[0, 1], (w, h), interpolation=cv2.INTER_LINEAR)
+        return fg / np.float32(len(self.sides))
+
+    def fusion_report(self) -> dict[str, object]:
+        """What ``fused`` does, for summary.json: {"mode", "colour_prior", "classes": per class (fusion "fit",
+        after the first frame) {"weights": {net, colour, exg, bias} or None (the blend kept), "support_iou_fit",
+        "support_iou_blend"}}."""
+        rep: dict[str, object] = {"mode": self.fusion, "colour_prior": self.colour_prior}
+        if self.fusion == "fit" and self._cues is not None:
+            rep["classes"] = {name: {"weights": None if c.weights is None else dict(zip(
+                ("net", "colour", "exg", "bias"), (round(float(v), 4) for v in c.weights), strict=True)),
+                "support_iou_fit": round(c.support_iou[0], 4), "support_iou_blend": round(c.support_iou[1], 4)}
+                for name, c in zip(self.classes, self._cues, strict=True)}
+        return rep
+
+    def _fit_cues(self) -> list[CueWeights]:
+        """Per class the cue weights fitted on the kept shots (``models.cue_fusion``): network features from the
+        guide of the other shots of the class (the shot's own where no other shows it), colour cross-fitted."""
+        if self._cues is not None:
+            return self._cues
+        if not self._kept:
+            raise self._state_error("no support shots yet: call set_support first")
+        cues = []
+        for k in range(1, len(self.classes) + 1):
+            masks = [(m == k) if self.multiclass else (m != 0) for _, m, _ in self._kept]
+            has = [j for j, (_, _, g) in enumerate(self._kept) if (k, self.sides[0]) in g]
+            nets = []
+            for j, (rgb, _, _) in enumerate(self._kept):
+                others = [i for i in has if i != j] or [j]
+                guides = {s: np.mean([self._kept[i][2][k, s] for i in others], 0).astype(np.float32)
+                          for s in self.sides}
+                nets.append(self._network_fg(rgb, {s: network_input(rgb, s) for s in self.sides}, guides))
+            cols = crossfit_colour([r for r, _, _ in self._kept], masks)
+            cues.append(CueWeights().fit(nets, cols, [r for r, _, _ in self._kept], masks, self.colour_prior))
+        self._cues = cues
+        return cues
 
     def refine(self, probs: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         """The CRF of ``self.crf`` on ``fused``'s probabilities and their frame (H,W,3) uint8 RGB -> the same shape

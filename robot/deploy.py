@@ -132,7 +132,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         seg = None
         if seg_on:
             seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz or None, colour_prior=cfg.check_colour_prior(),
-                                crf_gate=cfg.crf_gate, scales=cfg.scale_list())
+                                crf_gate=cfg.crf_gate, scales=cfg.scale_list(), fusion=cfg.fusion)
             assert support is not None
             seg.set_support(*support)
             if cfg.crf != "none" and not seg.crf_supported:
@@ -173,7 +173,8 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         robot.disconnect()
         _summary(cfg, rt, out, rows, time.perf_counter() - t_start, stopped, goals,
                  _gate(seg) if seg is not None and cfg.crf != "none" else None,
-                 seg.sides if seg is not None else None, seg.classes if seg is not None else None)
+                 seg.sides if seg is not None else None, seg.classes if seg is not None else None,
+                 seg.fusion_report() if seg is not None else None)
     return out
 
 
@@ -233,7 +234,7 @@ def _step(k: int, robot: Any, rt: Any, seg: Any, goals: np.ndarray | None, mask_
 
 def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], seconds: float, stopped: str,
              goals: np.ndarray | None, gate: dict[str, Any] | None, sides: tuple[int, ...] | None,
-             classes: tuple[str, ...] | None = None) -> None:
+             classes: tuple[str, ...] | None = None, fusion: dict[str, Any] | None = None) -> None:
     stages = ["inverse_ms", "move_ms", "encode_ms", "capture_ms", "segment_ms", "step_ms"]
     lat = {s[:-3]: percentiles([r[s] for r in rows if s in r]) for s in stages if any(s in r for r in rows)}
     compute = [sum(r.get(s, 0.0) for s in ("inverse_ms", "encode_ms", "segment_ms")) for r in rows]
@@ -252,7 +253,7 @@ def _summary(cfg: DeployConfig, rt: Any, out: Path, rows: list[dict[str, Any]], 
                "scales": cfg.scale_list() if sides else None, "segment_input_sides": list(sides) if sides else None,
                "foreground_fraction_mean": round(float(np.mean([r["foreground_fraction"] for r in rows])), 5)
                if rows and "foreground_fraction" in rows[0] else None, "classes": list(classes) if classes else None,
-               "stopped": stopped}
+               "fusion": fusion, "stopped": stopped}
     if rows and "class_fraction" in rows[0]:
         summary["class_fraction_mean"] = {n: round(float(np.mean([r["class_fraction"][n] for r in rows])), 5)
                                           for n in rows[0]["class_fraction"]}

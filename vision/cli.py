@@ -120,7 +120,7 @@ def make_predictor(cfg: SegmentConfig, given: set[str] | None = None) -> Any:
                               stacklevel=2)
                 cfg.crf = "none"
             seg = OnnxSegmenter(rt, crf=cfg.crf, imgsz=cfg.imgsz, colour_prior=cfg.check_colour_prior(),
-                                crf_gate=cfg.crf_gate, scales=cfg.scale_list())
+                                crf_gate=cfg.crf_gate, scales=cfg.scale_list(), fusion=cfg.fusion)
         except BundleError as e:
             raise UsageError(str(e)) from None
         if cfg.crf == "meanfield":
@@ -140,7 +140,7 @@ def make_predictor(cfg: SegmentConfig, given: set[str] | None = None) -> Any:
     try:
         return FewShotSegmenter(weights, crf=cfg.crf, imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params(),
                                 colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate,
-                                scales=cfg.scale_list())
+                                scales=cfg.scale_list(), fusion=cfg.fusion)
     except WeightsError as e:
         raise UsageError(f"cannot load {str(weights)!r}: {e}") from None
 
@@ -246,7 +246,7 @@ def _loop(cfg: SegmentConfig, predictor: Any, source: Source, out: Path, adapted
             gate.update(crf_on=False, reason=f"the CRF takes {predictor.backend.crf_max_labels} labels, the support "
                         f"has {len(predictor.classes) + 1}")
         _write_summary(cfg, out, fractions, seconds, time.perf_counter() - wall0, stopped, gate, predictor.sides,
-                       list(predictor.classes), per_class, adapted)
+                       list(predictor.classes), per_class, adapted, predictor.fusion_report())
     return out
 
 
@@ -263,18 +263,20 @@ def _show(window: str, rgb: np.ndarray) -> bool:
 def _write_summary(cfg: SegmentConfig, out: Path, fractions: dict[str, float], predict_seconds: float,
                    seconds: float, stopped: str, gate: dict[str, Any] | None, sides: tuple[int, ...],
                    classes: list[str], per_class: dict[str, dict[str, float]] | None,
-                   adapted: dict[str, Any] | None = None) -> None:
+                   adapted: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None) -> None:
     """seconds/fps: wall time of the whole loop (read, predict, write); predict_*: the predictor alone; gate: the
     CRF gate's check (``models.crf_gate.CRFGate.report``; None without a CRF); sides: the network's input sides;
     classes: the support's class names; per_class: per frame, each class's area fraction (None: one class);
-    adapted: the adaptation's report (``vision.adapt.adapt``; None without --adapt)."""
+    adapted: the adaptation's report (``vision.adapt.adapt``; None without --adapt); fusion: how network and
+    colour were combined (``models.pipeline.SegmentationPipeline.fusion_report``)."""
     n = len(fractions)
     summary = {"source": cfg.source, "support": cfg.support, "crf": cfg.crf, "crf_gate": gate, "imgsz": cfg.imgsz,
                "scales": cfg.scale_list(), "input_sides": list(sides),
                "frames": n, "seconds": round(seconds, 4), "fps": round(n / seconds, 2) if seconds > 0 else None,
                "predict_seconds": round(predict_seconds, 4),
                "predict_fps": round(n / predict_seconds, 2) if predict_seconds > 0 else None,
-               "stopped": stopped, "classes": classes, "adapted": adapted, "foreground_fraction": fractions}
+               "stopped": stopped, "classes": classes, "adapted": adapted, "fusion": fusion,
+               "foreground_fraction": fractions}
     if per_class is not None:
         summary["class_fraction"] = per_class
     atomic_write_json(out / "summary.json", summary)

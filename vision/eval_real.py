@@ -202,7 +202,8 @@ def _label(cfg: EvalRealConfig) -> str:
     """The pipeline method in words."""
     crf = {"meanfield": "mean-field CRF", "dense": "dense CRF", "none": "no CRF"}[cfg.crf]
     gate = ", gated" if cfg.crf_gate and cfg.crf != "none" else ""
-    return f"network + colour prior {cfg.colour_prior:g} + {crf}{gate}"
+    cues = "cues fitted on the support (fallback: colour prior " if cfg.fusion == "fit" else "colour prior "
+    return f"network + {cues}{cfg.colour_prior:g}{')' if cfg.fusion == 'fit' else ''} + {crf}{gate}"
 
 
 def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extra: dict[str, Any],
@@ -216,7 +217,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
     network = FewShotSegmenter(model, crf="none", colour_prior=0.0, crf_gate=False, imgsz=cfg.imgsz,
                                device=cfg.device)
     pipeline = FewShotSegmenter(model, crf=cfg.crf, colour_prior=cfg.check_colour_prior(), crf_gate=cfg.crf_gate,
-                                imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params())
+                                imgsz=cfg.imgsz, device=cfg.device, crf_params=cfg.crf_params(), fusion=cfg.fusion)
     t_all = time.perf_counter()
     plan = {rs.name: {t: sample_episodes(rs, t, cfg.episodes, cfg.min_pixels, cfg.max_side, cfg.seed, max_shots)
                       for t in cfg.tasks_of(rs.name)} for rs in sets}
@@ -234,7 +235,7 @@ def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extr
                                        device=cfg.device)
         adapted_pipe = FewShotSegmenter(model, crf=cfg.crf, colour_prior=cfg.check_colour_prior(),
                                         crf_gate=cfg.crf_gate, imgsz=cfg.imgsz, device=cfg.device,
-                                        crf_params=cfg.crf_params())
+                                        crf_params=cfg.crf_params(), fusion=cfg.fusion)
 
     def run(method: str, imgs: list[np.ndarray], masks: list[np.ndarray], q: np.ndarray) -> np.ndarray:
         if method in ADAPTED:

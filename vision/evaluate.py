@@ -113,6 +113,10 @@ class _Scorer:
         self.cfg, self.plan = cfg, plan
         self.seg = FewShotSegmenter(model, crf="none", imgsz=cfg.imgsz, device=cfg.device, colour_prior=0.0,
                                     scales=cfg.scale_list())
+        # --fusion fit: the colour rows' probabilities from cue weights fitted on each support (models.cue_fusion)
+        self.fit_seg = FewShotSegmenter(self.seg.model, crf="none", imgsz=cfg.imgsz, device=cfg.device,
+                                        colour_prior=plan.weight, crf_gate=False, scales=cfg.scale_list(),
+                                        fusion="fit") if plan.colour and cfg.fusion == "fit" else None
         params = cfg.crf_params()
         self.backends = {c: TorchBackend(self.seg.model, self.seg.device, c, params)  # the predictors' CRF step
                          for c in plan.crfs}
@@ -146,7 +150,7 @@ class _Scorer:
         cp = run(plan.hist_key, hist.prob, q) if hist is not None else None
         fused = None
         if plan.colour:
-            fused = blend(fg, cp, plan.weight)
+            fused = self.combine(q, fg, cp)
             preds["colour"] = fused >= 0.5
         if with_crf:
             for sub in ("none", "colour"):
@@ -163,8 +167,17 @@ class _Scorer:
             preds["histogram"] = cp >= 0.5
         return preds
 
+    def combine(self, q: np.ndarray, fg: np.ndarray, cp: np.ndarray) -> np.ndarray:
+        """The colour rows' (H,W) float32 probabilities of frame q: the blend of the network's fg and the colour
+        prior cp, or with --fusion fit the fitted cues (``fit_seg``, its support set by ``net``)."""
+        if self.fit_seg is not None:
+            return self.fit_seg.fused(q)
+        return blend(fg, cp, self.plan.weight)
+
     def net(self, ep: Any) -> np.ndarray:
         self.seg.set_support(ep.support_images, ep.support_masks)
+        if self.fit_seg is not None:
+            self.fit_seg.set_support(ep.support_images, ep.support_masks)
         return self.seg.predict(ep.query_image)[0]
 
     @staticmethod
@@ -180,7 +193,7 @@ class _Scorer:
         fused = {}
         for img in ep.support_images:
             fg = self.seg.predict(img)[0]
-            fused[id(img)] = np.clip(blend(fg, hist.prob(img), plan.weight), 0, 1) if plan.colour and hist else fg
+            fused[id(img)] = np.clip(self.combine(img, fg, hist.prob(img)), 0, 1) if plan.colour and hist else fg
         shared = time.perf_counter() - t
         shots = [(img, m != 0) for img, m in zip(ep.support_images, ep.support_masks, strict=True)]
         out = {}

@@ -22,6 +22,7 @@ import torch
 
 from microfarm_toolkit import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR
+from models.cue_fusion import DEFAULT_FUSION, FUSIONS
 from models.guided_net import GuidedNet, load_guided_net
 from models.pipeline import SegmentationPipeline
 from models.scales import DEFAULT_SCALES, input_sides
@@ -44,7 +45,8 @@ class FewShotSegmenter(SegmentationPipeline):
     probabilities (``models.scales``; default 1). colour_prior: weight W of the support's colour histogram,
     foreground = (1-W) network + W colour before the CRF (0: the network alone). crf_gate: check once per support
     set whether the CRF lowers the IoU on the support images themselves and skip it if so (``models.crf_gate``;
-    False: always run it). The guide is computed once per support shot and class and kept as a running mean, and
+    False: always run it). fusion: "blend" (the weight W) or "fit" (cue weights fitted on the support,
+    ``models.cue_fusion``). The guide is computed once per support shot and class and kept as a running mean, and
     the colour histogram sums the shots' counts, so ``predict`` only runs the query branch (once per class).
     ``set_support(images, masks, classes=None)``, ``add_support``, ``predict``, ``fused``, ``refine``, ``crf_on``,
     ``gate``, ``shots``, ``sides``, ``classes``: ``models.pipeline.SegmentationPipeline``.
@@ -53,13 +55,15 @@ class FewShotSegmenter(SegmentationPipeline):
     def __init__(self, model: GuidedNet | str | Path, crf: CRFName = "none", imgsz: int = 256,
                  device: str = "cpu", crf_params: CRFParams | None = None, threshold: float = 0.5,
                  colour_prior: float = DEFAULT_COLOUR_PRIOR, crf_gate: bool = True,
-                 scales: Sequence[float] = DEFAULT_SCALES) -> None:
+                 scales: Sequence[float] = DEFAULT_SCALES, fusion: str = DEFAULT_FUSION) -> None:
         if crf not in CRFS:
             raise UsageError(f"unknown crf {crf!r}; choose one of: {', '.join(CRFS)}")
         if imgsz < 16:
             raise UsageError(f"imgsz must be at least 16, got {imgsz}")
         if not 0.0 <= colour_prior <= 1.0:
             raise UsageError(f"colour_prior must be in [0, 1] (0 = the network alone), got {colour_prior}")
+        if fusion not in FUSIONS:
+            raise UsageError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
         self.device = torch.device(device)
@@ -69,7 +73,7 @@ class FewShotSegmenter(SegmentationPipeline):
         backend = TorchBackend(model, self.device, crf, self.crf_params)
         self.model = backend.model
         super().__init__(backend, crf, int(imgsz), input_sides(int(imgsz), scales, UsageError), threshold,
-                         colour_prior, crf_gate, SupportError, RuntimeError)
+                         colour_prior, crf_gate, SupportError, RuntimeError, fusion)
 
     def set_model(self, model: GuidedNet) -> None:
         """Swap the network (e.g. for one adapted to the support by ``vision.adapt``); the support is cleared, so

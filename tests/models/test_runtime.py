@@ -157,6 +157,37 @@ def test_onnx_segmenter_scales_agree_with_torch(bundle: Path) -> None:
         OnnxSegmenter(rt, imgsz=IMGSZ, scales=[1, 2])
 
 
+def test_onnx_segmenter_fitted_cues_agree_with_torch(bundle: Path) -> None:
+    """--fusion fit on both backends (2 shots: leave-one-out network features): the same fitted weights, the same
+    probabilities."""
+    from models.guided_net import load_guided_net
+    from models.onnx_segmenter import OnnxSegmenter
+    from vision.predictor import FewShotSegmenter
+
+    rng = np.random.default_rng(5)
+    imgs, masks = [], []
+    for _ in range(3):
+        img = rng.integers(60, 140, (48, 64, 3), dtype=np.uint8)
+        m = np.zeros((48, 64), np.uint8)
+        y, x = rng.integers(5, 30, 2)
+        m[y:y + 14, x:x + 20] = 1
+        img[m > 0] = (50, 160, 40)
+        imgs.append(img)
+        masks.append(m)
+    net, _ = load_guided_net(bundle.parent / "src" / "segmenter.safetensors")
+    segs = {"onnx": OnnxSegmenter(bundle, imgsz=IMGSZ, fusion="fit"),
+            "torch": FewShotSegmenter(net, imgsz=IMGSZ, fusion="fit")}
+    for seg in segs.values():
+        seg.set_support(imgs[:2], masks[:2])
+    p = {k: seg.predict(imgs[2])[0] for k, seg in segs.items()}
+    np.testing.assert_allclose(p["onnx"], p["torch"], atol=1e-4)
+    w = [seg._cues[0].weights for seg in segs.values()]  # type: ignore[index]
+    assert (w[0] is None) == (w[1] is None)
+    if w[0] is not None:
+        np.testing.assert_allclose(w[0], w[1], atol=1e-3)
+    assert ((p["torch"] >= 0.5) == (masks[2] > 0)).mean() > 0.9  # the green patch found on an untrained net
+
+
 def test_segment_onnx_backend_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cv2.imwrite(str(tmp_path / "i.png"), np.zeros((8, 8, 3), np.uint8))
     m = np.zeros((8, 8), np.uint8)

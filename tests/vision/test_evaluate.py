@@ -88,6 +88,10 @@ def test_colour_prior_rows_are_the_blend_of_network_and_histogram(setup, tmp_pat
     assert res["1"]["colour"]["miou"] == pytest.approx(res["1"]["histogram"]["miou"])
     assert res["0"]["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])
     assert res["0.5"]["colour"]["episodes"] == 5
+    assert ve.cli([*common, "--out", str(tmp_path / "fit"), "--colour-prior", "0.5", "--fusion", "fit"]) == 0
+    fit = json.loads((tmp_path / "fit" / "results.json").read_text())["folds"]["1"]["2"]
+    assert fit["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])  # only the colour rows change
+    assert fit["colour"]["episodes"] == 5 and fit["colour"]["miou"] != res["0.5"]["colour"]["miou"]
 
 
 def test_absent_frames_are_scored_on_frames_without_the_class(setup, tmp_path):
@@ -158,6 +162,7 @@ def test_gated_rows_follow_the_support_check(setup, tmp_path, monkeypatch, gain,
     (["--scales", "0"], "--scales 0 is not valid"),
     (["--weights", "/no/such.safetensors"], "does not exist"),
     (["--episodez", "3"], "did you mean --episodes"),
+    (["--fusion", "fit", "--colour-prior", "0"], "--fusion fit replaces the colour rows"),
 ])
 def test_bad_flags_exit_2_with_one_line(setup, tmp_path, argv, needle, capsys):
     data, weights = setup

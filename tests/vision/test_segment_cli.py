@@ -76,6 +76,19 @@ def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, suppor
 
 
 
+def test_fusion_fit_records_the_weights_fitted_on_the_support(tmp_path: Path, weights: Path, support: str) -> None:
+    out = tmp_path / "out"
+    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
+                 "--max-frames", "2", "--fusion", "fit", "--out", str(out)]) == 0
+    fusion = json.loads((out / "summary.json").read_text())["fusion"]
+    assert fusion["mode"] == "fit" and set(fusion["classes"]) == {"foreground"}
+    fit = fusion["classes"]["foreground"]
+    assert 0 <= fit["support_iou_blend"] <= 1 and 0 <= fit["support_iou_fit"] <= 1
+    assert (fit["weights"] is None) == (fit["support_iou_fit"] < fit["support_iou_blend"])
+    if fit["weights"] is not None:
+        assert set(fit["weights"]) == {"net", "colour", "exg", "bias"}
+
+
 def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, support: str,
                                               capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +111,7 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
                  "--out", str(tmp_path / "o2")]) == 0
     o2 = json.loads((tmp_path / "o2" / "summary.json").read_text())
     assert o2["crf_gate"] is None and o2["scales"] == [1.0, 1.5] and o2["input_sides"] == [32, 48]
+    assert summary["fusion"] == {"mode": "blend", "colour_prior": 0.5}
     assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 
@@ -120,6 +134,7 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
     (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "0"], "--scales 0 is not valid"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "20"], "--scales 20 is not valid"),
     (lambda d, s, w: ["--support", s, "--source", "sim", "--scales", "two"], "--scales expects float"),
+    (lambda d, s, w: ["--support", s, "--source", "sim", "--fusion", "mean"], "--fusion"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, weights: Path, support: str, make, message: str) -> None:
     d = tmp_path

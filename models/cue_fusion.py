@@ -1,0 +1,158 @@
+"""Cue weights fitted on the support: how much to trust the network, the colour histogram and excess green.
+
+numpy + OpenCV only (the torch and the ONNX pipelines share it through ``models.pipeline``).
+
+The pipeline's default fusion is a fixed blend, (1 - W) network + W colour histogram. Which cue is right differs
+between tasks and cameras: for "every plant" on a sunny field excess green is hard to beat, for "this crop, not
+the weeds" the network is the only cue that can tell them apart, on a crop of a colour unlike the rest the
+histogram wins. The support already says which: its masks are labelled pixels. ``--fusion fit`` fits, per class,
+a logistic regression on the support's own pixels,
+
+    P(class | pixel) = sigmoid(w_net logit(p_net) + w_col logit(p_col) + w_exg exg_rel + b),
+
+with p_net the network's probability, p_col the colour histogram's and ``exg_rel`` the pixel's excess green
+(2G - R - B, channels over 255) minus its frame's Otsu threshold, times 10 (so 0 is the frame's own plant/soil
+boundary, whatever the light). On the support the network and the histogram would be too good (each has seen
+the pixel it is asked about), so their support features are cross-fitted: with two or more shots of the class,
+the network uses the guide and the histogram the counts of the *other* shots (leave one out); a single shot's
+histogram is split into two checkerboards of 32-pixel squares, each predicted from the other (its network
+feature keeps its own guide: the guide is one pooled vector, it cannot copy pixels). The fit is L2-regularised
+(``lam``) Newton on at most ``max_pixels`` pixels drawn with a fixed seed (deterministic).
+
+The fitted weights are kept only if they do not lower the IoU on the support against the blend on the same
+cross-fitted features (as the CRF gate): a support of a few hundred pixels of a small weed can make a fit worse
+than the blend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from models.colour_prior import ColourHistogram, blend
+
+__all__ = ["FUSIONS", "DEFAULT_FUSION", "exg_relative", "cue_features", "fit_logistic", "crossfit_colour", "CueWeights"]
+
+FUSIONS = ("blend", "fit")
+DEFAULT_FUSION = "blend"
+_EPS = 1e-4
+_BLOCK = 32  # side in pixels of the checkerboard squares of a single shot's cross-fitted histogram
+
+
+def exg_relative(rgb: np.ndarray) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> (H,W) float32: 10 x (excess green 2G - R - B on channels over 255 minus the frame's
+    Otsu threshold of it); > 0 where ExG + Otsu calls the pixel a plant. A frame of one ExG value: ExG - max."""
+    x = np.asarray(rgb, np.float32) / np.float32(255.0)
+    e = 2 * x[..., 1] - x[..., 0] - x[..., 2]
+    lo, hi = float(e.min()), float(e.max())
+    if hi - lo < 1e-3:
+        return ((e - hi) * 10).astype(np.float32)
+    u8 = np.round((e - lo) / (hi - lo) * 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return ((e - (lo + (t + 0.5) / 255.0 * (hi - lo))) * 10).astype(np.float32)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def cue_features(net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel features (H*W, 4) float64 [logit net, logit colour, exg_rel, 1] of (H,W) probabilities in [0,1]
+    and their frame (H,W,3) uint8 RGB."""
+    return np.stack([_logit(net_fg).ravel(), _logit(colour_fg).ravel(), exg_relative(rgb).ravel().astype(np.float64),
+                     np.ones(net_fg.size)], 1)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.01, iters: int = 25) -> np.ndarray:
+    """Weights (D,) float64 of an L2-regularised logistic regression (penalty lam |w|^2 / 2 per sample) of labels
+    y (N,) in {0,1} on features x (N,D), by Newton's method from 0."""
+    w = np.zeros(x.shape[1])
+    reg = lam * np.eye(x.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) / len(y) + lam * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x / len(y) + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return w
+
+
+def _prob_from(pairs: Sequence[tuple[np.ndarray, np.ndarray]], image: np.ndarray) -> np.ndarray:
+    """(H,W) float32 P(fg) of ``image`` from a histogram of (codes (N,) int, mask (N,) bool) pixel sets; the prior
+    floor everywhere where those sets hold no foreground (nothing to say about colour)."""
+    h = ColourHistogram()
+    n = h.fg_counts.size
+    for codes, m in pairs:
+        h.fg_counts += np.bincount(codes[m], minlength=n)
+        h.bg_counts += np.bincount(codes[~m], minlength=n)
+    h.shots = len(pairs)
+    if not h.fg_counts.any():
+        return np.full(image.shape[:2], h.prior_floor, np.float32)
+    return h.prob(image)
+
+
+def crossfit_colour(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per shot (H_k,W_k) float32 colour probability of every pixel from a histogram that did not count it:
+    leave one shot out with two or more shots, a single shot's two checkerboards predict each other (the prior
+    floor where the pixels counted hold no foreground)."""
+    h0 = ColourHistogram()
+    codes = [h0._codes(img).ravel() for img in images]
+    flat = [np.asarray(m, bool).ravel() for m in masks]
+    if len(images) > 1:
+        return [_prob_from([(codes[i], flat[i]) for i in range(len(images)) if i != j], images[j])
+                for j in range(len(images))]
+    hgt, wid = np.asarray(masks[0]).shape
+    yy, xx = np.mgrid[0:hgt, 0:wid]
+    board = (((yy // _BLOCK) + (xx // _BLOCK)) % 2).astype(bool).ravel()
+    out = np.zeros(hgt * wid, np.float32)
+    for part in (board, ~board):
+        out[part] = _prob_from([(codes[0][~part], flat[0][~part])], images[0]).ravel()[part]
+    return [out.reshape(hgt, wid)]
+
+
+def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    u = int(np.count_nonzero(pred | truth))
+    return int(np.count_nonzero(pred & truth)) / u if u else 1.0
+
+
+class CueWeights:
+    """One class's fitted cue weights, or None (the blend) where the fit did not beat it on the support.
+
+    ``fit(net_fgs, colour_fgs, images, masks, colour_prior)``: per shot (H,W) float32 cross-fitted network and
+    colour probabilities, (H,W,3) uint8 RGB, (H,W) bool mask; ``apply(net_fg, colour_fg, rgb)`` -> (H,W) float32.
+    """
+
+    def __init__(self, lam: float = 0.01, max_pixels: int = 20000, seed: int = 0) -> None:
+        self.lam, self.max_pixels, self.seed = float(lam), int(max_pixels), int(seed)
+        self.weights: np.ndarray | None = None
+        self.support_iou: tuple[float, float] = (float("nan"), float("nan"))  # (fit, blend)
+
+    def fit(self, net_fgs: Sequence[np.ndarray], colour_fgs: Sequence[np.ndarray], images: Sequence[np.ndarray],
+            masks: Sequence[np.ndarray], colour_prior: float) -> CueWeights:
+        x = np.concatenate([cue_features(n, c, i) for n, c, i in zip(net_fgs, colour_fgs, images, strict=True)])
+        y = np.concatenate([np.asarray(m, bool).ravel() for m in masks])
+        b = np.concatenate([blend(n, c, colour_prior).ravel() for n, c in zip(net_fgs, colour_fgs, strict=True)])
+        if len(y) > self.max_pixels:
+            idx = np.random.default_rng(self.seed).choice(len(y), self.max_pixels, replace=False)
+            x, y, b = x[idx], y[idx], b[idx]
+        self.weights = None
+        if y.all() or not y.any():
+            return self
+        w = fit_logistic(x, y.astype(np.float64), self.lam)
+        self.support_iou = (_iou(x @ w >= 0, y), _iou(b >= 0.5, y))
+        if self.support_iou[0] >= self.support_iou[1]:
+            self.weights = w
+        return self
+
+    def apply(self, net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray, colour_prior: float) -> np.ndarray:
+        """(H,W) float32 class probability: the fitted logistic, or the blend without fitted weights. Threshold
+        0.5 of the logistic is the fit's decision boundary."""
+        if self.weights is None:
+            return blend(net_fg, colour_fg, colour_prior)
+        z = cue_features(net_fg, colour_fg, rgb) @ self.weights
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).reshape(net_fg.shape).astype(np.float32)

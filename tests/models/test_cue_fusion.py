@@ -1,0 +1,123 @@
+"""Cue weights fitted on the support (``models.cue_fusion``, ``--fusion fit``): the logistic fit learns, excess
+green is relative to the frame's own threshold, the colour features are cross-fitted, and the pipeline uses the
+cue that explains its support (the blend where the fit does not beat it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.colour_prior import ColourHistogram
+from models.cue_fusion import CueWeights, crossfit_colour, exg_relative, fit_logistic
+from models.pipeline import SegmentationPipeline
+
+
+def test_fit_logistic_recovers_weights_and_loss_falls() -> None:
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=(4000, 2)), np.ones(4000)]
+    w_true = np.array([2.0, -1.0, 0.5])
+    y = (rng.random(4000) < 1 / (1 + np.exp(-x @ w_true))).astype(float)
+    w = fit_logistic(x, y, lam=1e-4)
+    np.testing.assert_allclose(w, w_true, atol=0.25)
+
+    def loss(v: np.ndarray) -> float:
+        z = x @ v
+        return float(np.mean(np.log1p(np.exp(z)) - y * z))
+
+    assert loss(w) < loss(np.zeros(3)) - 0.1
+    assert np.abs(fit_logistic(x, y, lam=10.0)).sum() < np.abs(w).sum() / 5  # the penalty shrinks
+
+
+def _scene(rng: np.random.Generator, soil: tuple[int, int, int], light: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A (64,64,3) uint8 field: green discs (the plants, mask True) on noisy soil, everything times ``light``."""
+    img = np.empty((64, 64, 3), np.float32)
+    img[:] = soil
+    yy, xx = np.mgrid[0:64, 0:64]
+    mask = np.zeros((64, 64), bool)
+    for cy, cx, r in rng.integers([8, 8, 4], [56, 56, 10], (4, 3)):
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img[mask] = (60, 150, 50)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img * light, 0, 255).astype(np.uint8), mask
+
+
+def test_exg_relative_is_positive_on_plants_under_any_light() -> None:
+    rng = np.random.default_rng(1)
+    for light in (0.4, 1.0):
+        img, mask = _scene(rng, (120, 100, 80), light)
+        e = exg_relative(img)
+        assert e.shape == mask.shape and e.dtype == np.float32
+        assert (e[mask] > 0).mean() > 0.95 and (e[~mask] <= 0).mean() > 0.95
+    assert (exg_relative(np.full((8, 8, 3), 90, np.uint8)) <= 0).all()  # one value: no plant
+
+
+def test_crossfit_colour_never_counts_the_pixel_it_predicts() -> None:
+    rng = np.random.default_rng(2)
+    a, ma = _scene(rng, (120, 100, 80))
+    b, mb = _scene(rng, (120, 100, 80))
+    la, lb = crossfit_colour([a, b], [ma, mb])
+    np.testing.assert_allclose(la, ColourHistogram().fit([b], [mb]).prob(a), atol=1e-6)
+    np.testing.assert_allclose(lb, ColourHistogram().fit([a], [ma]).prob(b), atol=1e-6)
+    # one shot: a colour that appears in one 32-pixel square only is unknown to the histogram that predicts it
+    c = np.full((64, 64, 3), (120, 100, 80), np.uint8)
+    m = np.zeros((64, 64), bool)
+    c[4:12, 4:12], m[4:12, 4:12] = (200, 30, 200), True
+    c[40:48, 4:12], m[40:48, 4:12] = (60, 150, 50), True  # a plant in a square of the other colour
+    (p,) = crossfit_colour([c], [m])
+    assert p[8, 8] < 0.5 < ColourHistogram().fit([c], [m]).prob(c)[8, 8]
+    (q,) = crossfit_colour([c], [m & (np.arange(64)[None, :] < 32) & (np.arange(64)[:, None] < 32)])
+    assert np.allclose(q[8, 8], 0.05)  # the other squares hold no plant: the prior floor
+
+
+class _ConstantNet:
+    """A backend whose network says nothing (0.5 everywhere), no CRF."""
+
+    crf_max_labels = 0
+
+    def guide(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.zeros((1, 4), np.float32)
+
+    def segment(self, query: np.ndarray, guide: np.ndarray) -> np.ndarray:
+        return np.full((1, 2, *query.shape[2:]), 0.5, np.float32)
+
+    def crf(self, probs: np.ndarray, image: np.ndarray) -> np.ndarray | None:
+        return None
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.mark.parametrize("shots", [1, 3])
+def test_fit_fusion_uses_the_cue_that_explains_the_support(shots: int) -> None:
+    """Soil of another colour in the query (the histogram's background never saw it) and a network that says
+    nothing: the blend marks the new soil or nothing, the fitted weights lean on excess green."""
+    rng = np.random.default_rng(3)
+    support = [_scene(rng, (120, 100, 80)) for _ in range(shots)]
+    query, truth = _scene(rng, (90, 90, 95), light=0.7)
+    iou = {}
+    for fusion in ("blend", "fit"):
+        seg = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion=fusion)
+        seg.set_support([s for s, _ in support], [m for _, m in support])
+        iou[fusion] = _iou(seg.predict(query)[1] > 0, truth)
+    assert iou["fit"] > 0.9 > iou["blend"] + 0.2
+    assert seg._cues is not None and seg._cues[0].weights is not None and seg._cues[0].weights[2] > 0
+
+
+def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
+    cue = CueWeights()
+    rng = np.random.default_rng(4)
+    img, mask = _scene(rng, (120, 100, 80))
+    net = mask.astype(np.float32)  # a perfect network: the blend with it is already perfect on the support
+    cue.fit([net], [np.full(mask.shape, 0.3, np.float32)], [img], [mask], 0.0)
+    fit_iou, blend_iou = cue.support_iou
+    assert blend_iou == 1.0
+    assert (cue.weights is None) == (fit_iou < blend_iou)
+    assert CueWeights().fit([net], [net], [img], [np.zeros_like(mask)], 0.5).weights is None  # no foreground
+    out = CueWeights().apply(net, np.zeros_like(net), img, 0.25)  # no weights: the blend
+    np.testing.assert_allclose(out, 0.75 * net)
+
+
+def test_unknown_fusion_is_refused() -> None:
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="mean")
