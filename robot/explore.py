@@ -45,7 +45,7 @@ from robot.explore_state import Interrupt, Tracker, leave_region_command, load_c
 from robot.interest import make_interest
 from robot.memory import EpisodicMemory
 from robot.online import OnlineModels, TrainingDivergedError
-from robot.online_monitor import online_veca, veca_columns
+from robot.online_monitor import veca_columns
 
 __all__ = ["ExploreConfig", "run", "default_encoder_path", "load_encoder", "TrainingDivergedError",
            "validate_config"]
@@ -273,6 +273,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             log_now, errs = t % cfg.log_every == 0 or t == cfg.steps, None
             fit_m, fit_c = np.concatenate([mem_m, recent_m]), np.concatenate([mem_c, recent_c])
             then = functools.partial(after_fit, goal, sent, motors, t, random_cmd)  # while the inverse fit goes on
+            models.veca_next = bool(veca_cols) and log_now and t % cfg.veca_every == 0  # each side after its fit
             try:  # the test-set errors of the fitted models come with the fit (where each was fitted)
                 if log_now:
                     losses, errs = models.fit_test(fit_m, fit_c, rng, cfg.epochs, cfg.batch_size, st["test_motor"],
@@ -284,8 +285,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
                 keep = f"the last good checkpoint is {str(good)!r}" if good.exists() else "no checkpoint was written"
                 raise TrainingDivergedError(f"iteration {t}: {e}; stopped, {keep}") from None
             if errs is not None:
-                veca = ({} if not veca_cols else online_veca(models, fit_m, fit_c) if t % cfg.veca_every == 0
-                        else dict.fromkeys(veca_cols, float("nan")))
+                veca = models.last_veca or dict.fromkeys(veca_cols, float("nan"))
                 row = tracker.log(t, errs, goal, random_cmd, interest.values, losses, memory.stats(t),
                                   time.perf_counter() - t0, extra={**meter.row(errs), **veca})
                 bar.set_postfix(fwd=f"{row['fwd_mse']:.3g}", inv=f"{row['inv_mse']:.3g}", refresh=False)

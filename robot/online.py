@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from models.mlp import MLP, forward_model, inverse_model
-from robot.online_monitor import edm_hidden_grad
+from robot.online_monitor import edm_hidden_grad, online_veca
 from robot.online_proc import FitProcess
 from robot.online_split import MODES, SplitFit
 
@@ -82,6 +82,7 @@ class OnlineModels(SplitFit):
         self.prefix_stats = {"kept": 0, "undone": 0, "empty": 0, "steps": 0}  # prefixes (speculate) and kept steps
         self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
         self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.veca_next, self.last_veca = False, None  # see ``fit``
         self._views = [self._model_views(k) for k in range(2)]
 
     # -- parameters ---------------------------------------------------------------------------------
@@ -217,7 +218,8 @@ class OnlineModels(SplitFit):
         Returns (forward MSE, inverse MSE) averaged over the last epoch's batches (before each step).
         Raises ``TrainingDivergedError`` on NaN/inf in the losses or the weights. ``then``: called once the
         forward model is fitted, while the inverse one may still be (parallel modes; "off": after the fit); it
-        may use ``predict_code`` but nothing else of the models.
+        may use ``predict_code`` but nothing else of the models. With ``veca_next`` set, ``last_veca`` is then
+        ``online_monitor.online_veca`` of the fitted models on (motor, code) (else None), computed by each side.
         """
         test, self._test = self._test, None
         losses, self._test_preds = self._fit(motor, code, rng, epochs, batch_size, test, then)
@@ -263,6 +265,8 @@ class OnlineModels(SplitFit):
         if not (np.all(np.isfinite(losses)) and self.is_finite()):
             raise TrainingDivergedError(f"online training diverged (forward loss {losses[0]}, inverse loss "
                                         f"{losses[1]}); lower the learning rate (--lr)")
+        if self.mode == "off":
+            self.last_veca = online_veca(self, motor, code) if self.veca_next else None
         if then is not None:
             then()
         return (float(losses[0]), float(losses[1])), preds

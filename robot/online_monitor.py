@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["veca_gram", "hidden_activations", "online_veca", "veca_columns", "edm_hidden_grad"]
+__all__ = ["veca_gram", "model_hidden", "hidden_activations", "model_veca", "online_veca", "veca_columns",
+           "edm_hidden_grad"]
 
 
 def veca_gram(acts: np.ndarray | torch.Tensor) -> float:
@@ -35,18 +36,25 @@ def veca_gram(acts: np.ndarray | torch.Tensor) -> float:
     return max(mean_sq - mean * mean, 0.0)
 
 
+def model_hidden(models: Any, k: int, inp: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    """Hidden-layer outputs (after tanh) of model k (0 forward: inp = motor (S, D); 1 inverse: inp = code (S, C)) of
+    ``robot.online.OnlineModels``: ``fwd_h<i>`` or ``inv_h<i>``, each (S, hidden_i) float32. Reads only model k's
+    weights, so it may run while the other model is fitted elsewhere."""
+    name, dim = ("fwd", models.D) if k == 0 else ("inv", models.C)
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        x = torch.zeros(len(inp), models.P)
+        x[:, :dim] = torch.as_tensor(np.asarray(inp, np.float32))
+        for i, (w, b) in enumerate(zip(models.weights[:-1], models.biases[:-1], strict=True)):
+            x = torch.tanh(x @ w[k] + b[k])
+            out[f"{name}_h{i}"] = x
+    return out
+
+
 def hidden_activations(models: Any, motor: np.ndarray, code: np.ndarray) -> dict[str, torch.Tensor]:
     """Hidden-layer outputs (after tanh) of ``robot.online.OnlineModels``: ``fwd_h<i>`` on motor (S, D) and
     ``inv_h<i>`` on code (S, C), each (S, hidden_i) float32."""
-    out: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for k, (name, inp, dim) in enumerate((("fwd", motor, models.D), ("inv", code, models.C))):
-            x = torch.zeros(len(inp), models.P)
-            x[:, :dim] = torch.as_tensor(np.asarray(inp, np.float32))
-            for i, (w, b) in enumerate(zip(models.weights[:-1], models.biases[:-1], strict=True)):
-                x = torch.tanh(x @ w[k] + b[k])
-                out[f"{name}_h{i}"] = x
-    return out
+    return {**model_hidden(models, 0, motor), **model_hidden(models, 1, code)}
 
 
 def veca_columns(n_hidden: int) -> tuple[str, ...]:
@@ -54,9 +62,14 @@ def veca_columns(n_hidden: int) -> tuple[str, ...]:
     return tuple(f"veca_{m}_h{i}" for m in ("fwd", "inv") for i in range(n_hidden))
 
 
+def model_veca(models: Any, k: int, inp: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """``veca_<fwd|inv>_h<i>`` of model k's hidden layers on its inputs inp (S, D or C) (``model_hidden``)."""
+    return {f"veca_{n}": veca_gram(a) for n, a in model_hidden(models, k, inp).items()}
+
+
 def online_veca(models: Any, motor: np.ndarray, code: np.ndarray) -> dict[str, float]:
     """``veca_<model>_h<i>`` of each hidden layer on the samples motor (S, D) / code (S, C); NaN if S < 2."""
-    return {f"veca_{k}": veca_gram(a) for k, a in hidden_activations(models, motor, code).items()}
+    return {**model_veca(models, 0, motor), **model_veca(models, 1, code)}
 
 
 _MASKS: dict[tuple[int, int], torch.Tensor] = {}

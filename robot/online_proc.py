@@ -10,8 +10,9 @@ inverse model's padded data x (N, P), y (N, P), the epoch permutations (N,) (dra
 run's generator, in the fused path's order) and the test inputs (M, P) into the buffers (grown, and sent
 again, when N or M outgrow them), sends a small ``("fit", ...)`` message, fits the forward model itself and
 then waits for the reply: the last epoch's summed squared error (a float32 value, sent exactly), with the test
-outputs (M, P) in a shared buffer. The child runs ``OnlineModels._fit_one(1, ...)`` on its view of the shared
-tensors, the same code (and kernels) as the thread path, so the result is the same, bit for bit.
+outputs (M, P) in a shared buffer and, if asked, the VECA of the inverse model's hidden layers (Python floats).
+The child runs ``OnlineModels._fit_one(1, ...)`` on its view of the shared tensors, the same code (and kernels)
+as the thread path, so the result is the same, bit for bit.
 
 While the robot moves, the child can already run the next fit's first SGD steps (``prefix``: both models,
 epoch 0, the batches before the first one holding a sample not known yet, on the data and permutation the
@@ -143,10 +144,10 @@ class FitProcess:
         return new[0], new[1], new[2], new[3]
 
     def submit(self, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
-               test_x: torch.Tensor | None, skip: int = 0) -> None:
+               test_x: torch.Tensor | None, skip: int = 0, veca: bool = False) -> None:
         """Start fitting the inverse model on x (N, P) / y (N, P), one permutation (N,) per epoch (the first
-        ``skip`` steps of epoch 0 already done by a prefix), then (given test_x (M, P)) evaluating it on test_x;
-        ``result()`` waits for it."""
+        ``skip`` steps of epoch 0 already done by a prefix), then (given test_x (M, P)) evaluating it on test_x
+        and (``veca``) computing the VECA of its hidden layers on x; ``result()`` waits for it."""
         self.drain()
         n, e, m = x.shape[0], len(perms), 0 if test_x is None else test_x.shape[0]
         bx, by, bp, bt = self._buffers(n, e, m)
@@ -157,7 +158,7 @@ class FitProcess:
         if test_x is not None:
             bt[:m].copy_(test_x)
         self._m = m
-        self._send(("fit", n, e, int(batch_size), m, int(skip)))
+        self._send(("fit", n, e, int(batch_size), m, int(skip), bool(veca)))
         self.pending = True
 
     def prefix(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, steps: int, batch_size: int) -> None:
@@ -197,16 +198,16 @@ class FitProcess:
         for t, b in zip(self._state, self._backup, strict=True):
             t.copy_(b)
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Wait for the submitted fit: the last epoch's summed squared error (1,) and, if test inputs were given,
-        the fitted inverse model's outputs on them (1, M, P) (a copy)."""
+    def result(self) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float] | None]:
+        """Wait for the submitted fit: the last epoch's summed squared error (1,), if test inputs were given the
+        fitted inverse model's outputs on them (1, M, P) (a copy), and the VECA asked for (else None)."""
         msg = self._recv()
         if msg[0] != "ok":
             raise FitProcessError(f"the fit process failed: {msg[1]}")
         assert self._pred is not None
         self.child_s = float(msg[2])
         pred = self._pred[None, : self._m].clone() if self._m else None
-        return torch.tensor([msg[1]], dtype=torch.float32), pred
+        return torch.tensor([msg[1]], dtype=torch.float32), pred, msg[3]
 
     def drain(self) -> None:
         """Wait for (and drop) the reply of a fit still running, e.g. one whose ``result()`` a Ctrl-C cut short:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robot.online_monitor import model_veca
 from robot.online_proc import FitProcess
 
 __all__ = ["SplitFit", "MODES"]
@@ -43,6 +44,8 @@ class SplitFit:
     _pack: Any
     _spec: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None
     prefix_stats: dict[str, int]
+    veca_next: bool
+    last_veca: dict[str, float] | None
 
     @property
     def parallel(self) -> bool:
@@ -75,7 +78,8 @@ class SplitFit:
     def from_shared_spec(cls, spec: dict[str, Any]) -> Any:
         """The child process's models: the (shared) tensors and settings of ``SHARED`` in ``spec``, mode "off"."""
         m = cls.__new__(cls)
-        m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None, _spec=None)
+        m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None, _spec=None,
+                          veca_next=False, last_veca=None)
         m._views = [m._model_views(k) for k in range(2)]
         return m
 
@@ -145,6 +149,13 @@ class SplitFit:
         self.prefix_stats["steps"] += done if keep else 0
         return done if keep else 0
 
+    def _inverse(self, x: torch.Tensor, y: torch.Tensor, perms: list[torch.Tensor], batch_size: int,
+                 tx: torch.Tensor | None, skip: int, code: np.ndarray | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float] | None]:
+        """The worker thread's part: ``_fit_one(1, ...)``, then (given code) the inverse model's VECA on it."""
+        acc, pred = self._fit_one(1, x, y, perms, batch_size, tx, skip)
+        return acc, pred, (None if code is None else model_veca(self, 1, code))
+
     def _fit_split(self, motor: np.ndarray, code: np.ndarray, x: torch.Tensor, y: torch.Tensor,
                    tx: torch.Tensor | None, rng: np.random.Generator, epochs: int, batch_size: int,
                    then: Callable[[], None] | None = None
@@ -152,20 +163,23 @@ class SplitFit:
         """Both models at once on motor (N, D) / code (N, C), packed x (2, N, P) / y (2, N, P); returns the last
         epoch's summed squared errors (2,) and, given packed test inputs tx (2, M, P), the fitted models' outputs
         on them, forward (1, M, P) and inverse (1, M, P). ``then()`` runs after the forward model's fit, while
-        the inverse one may go on."""
+        the inverse one may go on. With ``veca_next`` each side computes its fitted model's VECA on its own
+        inputs right after its fit (``last_veca``): the inverse model's in the child process or worker thread."""
         n = x.shape[1]
         perms = [torch.from_numpy(rng.permutation(n)) for _ in range(epochs)]  # the fused path's draws
         skip = self._take_prefix(motor, code, perms[0].numpy() if epochs > 1 else None, batch_size)
+        veca = self.veca_next
         proc = self._ready_proc()
         if proc is not None:
-            proc.submit(x[1], y[1], perms, batch_size, None if tx is None else tx[1], skip)
+            proc.submit(x[1], y[1], perms, batch_size, None if tx is None else tx[1], skip, veca)
             inverse = proc.result
         else:
-            inv = self.worker().submit(self._fit_one, 1, x[1:], y[1:], perms, batch_size,
-                                       None if tx is None else tx[1:], skip)
+            inv = self.worker().submit(self._inverse, x[1:], y[1:], perms, batch_size,
+                                       None if tx is None else tx[1:], skip, code if veca else None)
             inverse = inv.result
         try:
             a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1], skip)
+            v0 = model_veca(self, 0, motor) if veca else None
             if then is not None:
                 then()
         except BaseException:  # e.g. a second Ctrl-C: let the other finish before the weights are read
@@ -174,5 +188,6 @@ class SplitFit:
             else:
                 wait([inv])
             raise
-        a1, p1 = inverse()
+        a1, p1, v1 = inverse()
+        self.last_veca = {**v0, **(v1 or {})} if v0 is not None else None
         return torch.cat([a0, a1]), ((p0, p1) if p0 is not None and p1 is not None else None)
