@@ -22,7 +22,8 @@ Encoders of any other layout fall back to ``ae.encode_images``.
 this machine right now (``ExploreConfig.parallel = "auto"``, through ``LoopMode``): all compute the same bits,
 so switching changes only the speed. The parallel loop is the fit process's (``robot/online_proc.py``) for runs
 of at least ``PROCESS_MIN_STEPS`` iterations (its start, ~2 s, would not pay for itself in shorter ones) and the
-two-thread one otherwise; with other jobs on the cores its hand-offs wait for descheduled threads or processes.
+two-thread one otherwise; with other jobs on the cores its hand-offs wait for descheduled threads or processes
+(then "off" can be faster). A probe that confirms the choice doubles the gap to the next one (``ModeChooser``).
 
 ``start_prefix`` lets the fit process begin the next fit while the robot moves (``OnlineModels.speculate``).
 """
@@ -43,9 +44,10 @@ from robot.memory import EpisodicMemory
 from robot.online import OnlineModels
 
 __all__ = ["FrameEncoder", "ModeChooser", "LoopMode", "start_prefix", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT",
-           "PROCESS_MIN_STEPS"]
+           "PROCESS_MIN_STEPS", "PROCESS_PERIOD"]
 
 PROCESS_MIN_STEPS = 300  # fewest iterations left for "auto" to start the fit's child process
+PROCESS_PERIOD = 500  # fewest iterations from one probe of "auto" to the next with the fit process (ModeChooser)
 
 SPLIT_MIN = 32  # fewest output channels per half for a convolution to be split over two threads
 SPLIT_MIN_OUT = 2**17  # fewest output values (channels x height x width) per frame for a split
@@ -106,29 +108,34 @@ class FrameEncoder:
 class ModeChooser:
     """Which loop (parallel True / False) to run at each iteration, from the measured iteration times.
 
-    Every ``period`` iterations (counted from ``first``) it probes: ``probe`` iterations in the current
-    choice A, ``2 * probe`` in the other B, ``probe`` in A again (A B B A cancels a linear drift such as the
-    fits growing while the memory fills), then keeps the faster until the next probe. ``fixed`` (True or
-    False) turns probing off. ``record(t, seconds)`` after each iteration; iterations not recorded (e.g.
-    those that wrote a checkpoint) do not count.
+    A probe (starting at ``first``) runs ``probe`` iterations in the current choice A, ``2 * probe`` in the other
+    B, ``probe`` in A again (A B B A cancels a linear drift such as the fits growing while the memory fills), then
+    keeps the faster (mean time) until the next probe. The next one starts ``period`` iterations after this one
+    began; each probe that keeps A doubles that gap (up to ``max_period``: a steady machine is probed less and
+    less), one that switches resets it to ``period``. ``fixed`` (True or False) turns probing off.
+    ``record(t, seconds)`` after each iteration; iterations not recorded (e.g. those that wrote a checkpoint) do
+    not count.
     """
 
-    def __init__(self, first: int, fixed: bool | None = None, start: bool = True, period: int = 250,
-                 probe: int = 8) -> None:
+    BASE_PERIOD = 250
+
+    def __init__(self, first: int, fixed: bool | None = None, start: bool = True, period: int = BASE_PERIOD,
+                 probe: int = 8, max_period: int = 2000) -> None:
         self.first, self.fixed, self.best = int(first), fixed, bool(start if fixed is None else fixed)
-        self.period, self.probe = int(period), int(probe)
+        self.base, self.period, self.probe = int(period), int(period), int(probe)
+        self.max_period = max(int(max_period), self.base)
         self._times: dict[bool, list[float]] = {True: [], False: []}
         self.switches = 0
 
     def _slot(self, t: int) -> int:
-        """Index of iteration t in its period's probe (0 .. 4 * probe - 1), or -1 outside the probe."""
-        k = (t - self.first) % self.period
-        return k if k < 4 * self.probe else -1
+        """Index of iteration t in the current probe (0 .. 4 * probe - 1), or -1 outside it."""
+        k = t - self.first
+        return k if 0 <= k < 4 * self.probe else -1
 
     def restart(self, first: int, start: bool = True) -> None:
         """Begin a new probe at iteration ``first`` (e.g. when the parallel loop changed), from ``start``."""
         if self.fixed is None:
-            self.first, self.best = int(first), bool(start)
+            self.first, self.best, self.period = int(first), bool(start), self.base
             self._times = {True: [], False: []}
 
     def parallel(self, t: int) -> bool:
@@ -139,18 +146,26 @@ class ModeChooser:
         return self.best if k < 0 or k < self.probe or k >= 3 * self.probe else not self.best
 
     def record(self, t: int, seconds: float) -> None:
-        """Iteration t took ``seconds``; at the end of a probe, keep the faster mode (mean time)."""
+        """Iteration t took ``seconds``; at the end of a probe (or after it, if its last iteration was not
+        recorded), keep the faster mode and set when the next probe starts."""
         if self.fixed is not None:
             return
         k = self._slot(t)
-        if k < 0:
-            return
-        self._times[self.parallel(t)].append(float(seconds))
-        if k == 4 * self.probe - 1:
-            a, b = self._times[self.best], self._times[not self.best]
-            if a and b and sum(b) / len(b) < sum(a) / len(a):
-                self.best, self.switches = not self.best, self.switches + 1
-            self._times = {True: [], False: []}
+        if k >= 0:
+            self._times[self.parallel(t)].append(float(seconds))
+        if k == 4 * self.probe - 1 or (k < 0 and t >= self.first + 4 * self.probe):
+            self._conclude(t)
+
+    def _conclude(self, t: int) -> None:
+        a, b = self._times[self.best], self._times[not self.best]
+        if a and b:
+            switch = sum(b) / len(b) < sum(a) / len(a)
+            self.best, self.switches = self.best != switch, self.switches + switch
+            self.period = self.base if switch else min(2 * self.period, self.max_period)
+        self._times = {True: [], False: []}
+        self.first += self.period
+        while self.first + 4 * self.probe <= t:  # (probes that passed unrecorded)
+            self.first += self.period
 
 
 class LoopMode:
@@ -160,18 +175,20 @@ class LoopMode:
     start, the thread path computes the same bits); "auto" probes "off" against the parallel loop with
     ``chooser_cls`` (a ``ModeChooser``), the parallel loop being "process" for runs with at least
     ``PROCESS_MIN_STEPS`` iterations left (the child starts in the background, "thread" meanwhile; once it is
-    up a new probe starts) and "thread" for shorter ones or in a process that is itself a multiprocessing child
-    (e.g. a ``microfarm compare --workers N`` worker: the other runs share the cores, and a fit process each
-    would add its memory); with ``threads`` > 1 auto is "off".
+    up a new probe starts; probes then start ``PROCESS_PERIOD`` iterations apart or more) and "thread" for
+    shorter ones or in a process that is itself a multiprocessing child (e.g. a ``microfarm compare --workers
+    N`` worker: the other runs share the cores, and a fit process each would add its memory); with ``threads``
+    > 1 auto is "off".
     """
 
     def __init__(self, models: OnlineModels, parallel: str, threads: int, steps_left: int, first: int,
                  chooser_cls: type[ModeChooser] = ModeChooser) -> None:
         mode = {"on": "thread"}.get(parallel, parallel)  # "on": the name of "thread" before "process" existed
         fixed = {"process": True, "thread": True, "off": False}.get(mode, False if threads > 1 else None)
-        self.models, self.chooser = models, chooser_cls(first, fixed)
         self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS
                                               and multiprocessing.parent_process() is None)
+        period = PROCESS_PERIOD if self.use_proc and fixed is None else ModeChooser.BASE_PERIOD
+        self.models, self.chooser = models, chooser_cls(first, fixed, period=period)
         self.par_mode = "process" if self.use_proc else "thread"
         self.pool = models.worker() if fixed is not False else None
         self._up = False

@@ -213,6 +213,34 @@ def test_mode_chooser_probes_a_b_b_a_and_keeps_the_faster() -> None:
     assert not any(fixed.parallel(t) for t in range(1, 300))
 
 
+def _probes(c: ModeChooser, last: int, seconds: object) -> list[int]:
+    """Run ``c`` over iterations 1..last (``seconds(t, parallel)`` each): the iterations where a probe began."""
+    starts, prev = [], True
+    for t in range(1, last + 1):
+        par = c.parallel(t)
+        if par != c.best and prev == c.best:
+            starts.append(t - c.probe)
+        prev = par
+        c.record(t, seconds(t, par))  # type: ignore[operator]
+    return starts
+
+
+def test_mode_chooser_probes_less_while_the_choice_holds() -> None:
+    """A probe that keeps the choice doubles the gap to the next (up to max_period); a switch resets it; a
+    probe whose last iteration was not recorded still ends."""
+    c = ModeChooser(first=1, period=20, probe=2, max_period=80)
+    assert _probes(c, 400, lambda t, par: 0.3 if par else 0.5) == [1, 41, 121, 201, 281, 361]
+    assert c.switches == 0 and c.period == 80
+    c = ModeChooser(first=1, period=20, probe=2, max_period=80)
+    assert _probes(c, 200, lambda t, par: 0.3 if par == (t < 50) else 0.5) == [1, 41, 121, 141, 181]
+    assert c.switches == 1 and c.best is False
+    c = ModeChooser(first=1, period=20, probe=2)
+    for t in range(1, 8):  # iteration 8 (the probe's last) not recorded
+        c.record(t, 0.5 if c.parallel(t) else 0.1)
+    c.record(9, 0.1)
+    assert c.best is False and c.first == 21
+
+
 _halt = OnlineModels.halt_speculation
 
 
