@@ -10,17 +10,14 @@ the same as two separate MLPs. Each model's loss is its own MSE (mean over batch
 
 Update rule (PyTorch SGD, nesterov=True): buf = mu*buf + g; p -= lr * (g + mu*buf).
 
-``mode`` (``parallel``) "thread" or "process" fits the two models at the same time on two cores instead: the
-forward model here, the inverse in a worker thread or in a persistent child process on shared tensors
-(``robot/online_split.py``, ``robot/online_proc.py``), each on views k:k+1 of the stacked tensors with the
-same kernels and permutations, so with the same bits (tests/robot/test_loop_parallel.py). It is a speed choice
-only: same SGD steps, batches, shuffles and state (``state_dict`` and checkpoints do not change).
+``mode`` (``parallel``) "thread" or "process" fits the two models at once on two cores: the forward model here,
+the inverse in a worker thread or a child process (``robot/online_split.py``, ``robot/online_proc.py``), on views
+k:k+1 of the stacks with the same kernels and permutations: the same bits (tests/robot/test_loop_parallel.py).
 
-``edm_weight`` w > 0 adds the EDM decorrelation penalty (Gu et al., issue 19.2; ``models.veca.edm_penalty``) of
-every hidden layer to each model's loss: loss_k = MSE_k + w * sum_l EDM(h_l of model k over the batch, ``edm_groups``
-groups). Its gradient with respect to each hidden layer's output comes from autograd
-(``robot.online_monitor.edm_hidden_grad``) and joins the hand-written backward there; w = 0 (the default) runs
-exactly the ops of the plain update. The reported losses stay the MSEs.
+``edm_weight`` w > 0 adds the EDM decorrelation penalty (issue 19.2; ``models.veca.edm_penalty``) of every hidden
+layer to each model's loss: loss_k = MSE_k + w * sum_l EDM(h_l of model k over the batch, ``edm_groups`` groups),
+its gradient (``robot.online_monitor.edm_hidden_grad``) joining the hand-written backward; w = 0 (the default)
+runs exactly the plain update's ops. The reported losses stay the MSEs.
 """
 
 from __future__ import annotations
@@ -42,6 +39,12 @@ __all__ = ["OnlineModels", "TrainingDivergedError", "MODES"]
 
 class TrainingDivergedError(RuntimeError):
     """The online fit produced NaN or inf (loss or weights)."""
+
+
+def _batches(t: torch.Tensor, perm: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """Batches of ``size`` along dim 1 of t (M, N, P) in the order of perm (N,): views equal to the slices
+    ``t[:, perm][:, s:s + size]`` (none for N = 0)."""
+    return t[:, perm].split(size, 1) if t.shape[1] else ()
 
 
 class OnlineModels(SplitFit):
@@ -83,7 +86,7 @@ class OnlineModels(SplitFit):
         self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
         self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
         self.veca_next, self.last_veca = False, None  # see ``fit``
-        self._views = [self._model_views(k) for k in range(2)]
+        self._views = [self._model_views(k) for k in (0, 1, None)]  # forward, inverse, both (the fused path)
 
     # -- parameters ---------------------------------------------------------------------------------
     @property
@@ -104,14 +107,17 @@ class OnlineModels(SplitFit):
             self.weights.append(w)
             self.biases.append(b)
 
-    def _model_views(self, k: int) -> dict[str, Any]:
+    def _model_views(self, k: int | None) -> dict[str, Any]:
         """Model k (0 forward, 1 inverse) alone: views k:k+1 of the stacked tensors, weights (1, in, out), biases
-        (1, 1, out) (with the stack's zero padding), "params" / "bufs" in ``params`` order, scale (1, 1, 1).
+        (1, 1, out) (with the stack's zero padding), "params" / "bufs" in ``params`` order, scale (1, 1, 1), the
+        weights transposed ("wT"), a cache of scale / batch ("per_b"); k None: the same of the whole stack.
         Views share storage, so updating them updates the stack; a leading dim of 1 keeps every kernel
         the fused path's (a 2-D ``mm`` instead of ``bmm`` rounds differently for small matrices)."""
-        w, b = [t[k:k + 1] for t in self.weights], [t[k:k + 1] for t in self.biases]
+        sl = slice(None) if k is None else slice(k, k + 1)
+        w, b = [t[sl] for t in self.weights], [t[sl] for t in self.biases]
         return {"w": w, "b": b, "params": [t for pair in zip(w, b, strict=True) for t in pair],
-                "bufs": [t[k:k + 1] for t in self.bufs], "scale": self.out_scale[k:k + 1]}
+                "bufs": [t[sl] for t in self.bufs], "scale": self.out_scale[sl], "wT": [t.transpose(1, 2) for t in w],
+                "per_b": {}}
 
     def to_modules(self) -> tuple[MLP, MLP]:
         """Copies as ordinary ``MLP`` modules (forward, inverse), e.g. for export or saving."""
@@ -166,20 +172,22 @@ class OnlineModels(SplitFit):
               v: dict[str, Any] | None = None) -> None:
         """One SGD step on a batch x (M, B, P) / y (M, B, P) of both models (M = 2), or with ``v`` of the one
         model of ``_model_views`` (M = 1: the same ops on a leading dim of 1, so the same kernels and bits)."""
+        v = self._views[2] if v is None else v
         out, acts = self._forward(x, keep=True, v=v)
-        ws = self.weights if v is None else v["w"]
-        params, bufs = (self.params, self.bufs) if v is None else (v["params"], v["bufs"])
+        wT, params, bufs, per_b, bsz = v["wT"], v["params"], v["bufs"], v["per_b"], x.shape[1]
         g = out.sub_(y)
         if loss_acc is not None:
             loss_acc.add_(g.square().sum((1, 2)))
-        g.mul_((self.out_scale if v is None else v["scale"]) / x.shape[1])
+        if bsz not in per_b:
+            per_b[bsz] = v["scale"] / bsz
+        g.mul_(per_b[bsz])
         grads: list[torch.Tensor] = []
-        for i in range(len(ws) - 1, -1, -1):
+        for i in range(len(wT) - 1, -1, -1):
             h = acts[i]
             grads.append(g.sum(1, keepdim=True))
             grads.append(torch.bmm(h.transpose(1, 2), g))
             if i:
-                g = torch.bmm(g, ws[i].transpose(1, 2))
+                g = torch.bmm(g, wT[i])
                 if self.edm_weight:  # d(w * EDM(h_i)) / d h_i, h_i (M, B, H) the hidden layer's output
                     g.add_(edm_hidden_grad(h, self.edm_groups), alpha=self.edm_weight)
                 g.mul_(1.0 - h * h)
@@ -201,13 +209,13 @@ class OnlineModels(SplitFit):
         returns the last epoch's summed squared error (1,) and, given test_x (1, M, P), the fitted model's output
         on it (1, M, P). Runs in any thread (grad mode is per thread)."""
         assert not skip or len(perms) > 1
-        with torch.no_grad():
-            v, n, acc = self._views[k], x.shape[1], torch.zeros(1)
+        with torch.inference_mode():
+            v, acc = self._views[k], torch.zeros(1)
             for e, perm in enumerate(perms):
-                xp, yp = x[:, perm], y[:, perm]
                 last = e == len(perms) - 1
-                for s in range(0 if e else skip * batch_size, n, batch_size):
-                    self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None, v)
+                xs, ys = _batches(x, perm, batch_size), _batches(y, perm, batch_size)
+                for xb, yb in zip(xs[0 if e else skip:], ys[0 if e else skip:], strict=True):
+                    self._step(xb, yb, acc if last else None, v)
             return acc, (None if test_x is None else self._forward(test_x, v=v)[0])
 
     @torch.no_grad()
@@ -257,10 +265,9 @@ class OnlineModels(SplitFit):
             acc = torch.zeros(2)
             for e in range(epochs):
                 perm = torch.from_numpy(rng.permutation(n))
-                xp, yp = x[:, perm], y[:, perm]
                 last = e == epochs - 1
-                for s in range(0, n, batch_size):
-                    self._step(xp[:, s:s + batch_size], yp[:, s:s + batch_size], acc if last else None)
+                for xb, yb in zip(_batches(x, perm, batch_size), _batches(y, perm, batch_size), strict=True):
+                    self._step(xb, yb, acc if last else None)
         losses = (acc / torch.tensor([n * self.C, n * self.D])).tolist() if n else [0.0, 0.0]
         if not (np.all(np.isfinite(losses)) and self.is_finite()):
             raise TrainingDivergedError(f"online training diverged (forward loss {losses[0]}, inverse loss "

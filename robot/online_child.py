@@ -30,7 +30,7 @@ def _prefix(models: Any, state: list[torch.Tensor], backup: list[torch.Tensor], 
     for t, b in zip(state, backup, strict=True):
         b.copy_(t)
     stop = flag.numpy()
-    with torch.no_grad():
+    with torch.inference_mode():
         xp, yp = x[:, perm], y[:, perm]
         for i in range(steps):
             if stop[0]:

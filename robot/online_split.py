@@ -80,7 +80,7 @@ class SplitFit:
         m = cls.__new__(cls)
         m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None, _spec=None,
                           veca_next=False, last_veca=None)
-        m._views = [m._model_views(k) for k in range(2)]
+        m._views = [m._model_views(k) for k in (0, 1, None)]
         return m
 
     def worker(self) -> ThreadPoolExecutor:
