@@ -42,8 +42,7 @@ class TrainingDivergedError(RuntimeError):
 
 
 def _batches(t: torch.Tensor, perm: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
-    """Batches of ``size`` along dim 1 of t (M, N, P) in the order of perm (N,): views equal to the slices
-    ``t[:, perm][:, s:s + size]`` (none for N = 0)."""
+    """Batches (views) ``t[:, perm][:, s:s + size]`` of t (M, N, P) in the order of perm (N,), none for N = 0."""
     return t[:, perm].split(size, 1) if t.shape[1] else ()
 
 
@@ -71,8 +70,8 @@ class OnlineModels(SplitFit):
         fwd, inv = forward_model(self.D, self.C, self.hidden), inverse_model(self.D, self.C, self.hidden)
         fwd.reset_parameters(g)
         inv.reset_parameters(g)
-        self.weights: list[torch.Tensor] = []  # (2, in, out)
-        self.biases: list[torch.Tensor] = []  # (2, 1, out)
+        self.weights: list[torch.Tensor] = []  # (2, in, out); biases (2, 1, out)
+        self.biases: list[torch.Tensor] = []
         self._from_modules(fwd, inv)
         self.bufs = [torch.zeros_like(p) for p in self.params]
         # d(MSE)/d(out) = 2 (out - y) / (batch * dims); the batch part is applied per step
@@ -108,11 +107,10 @@ class OnlineModels(SplitFit):
             self.biases.append(b)
 
     def _model_views(self, k: int | None) -> dict[str, Any]:
-        """Model k (0 forward, 1 inverse) alone: views k:k+1 of the stacked tensors, weights (1, in, out), biases
-        (1, 1, out) (with the stack's zero padding), "params" / "bufs" in ``params`` order, scale (1, 1, 1), the
-        weights transposed ("wT"), a cache of scale / batch ("per_b"); k None: the same of the whole stack.
-        Views share storage, so updating them updates the stack; a leading dim of 1 keeps every kernel
-        the fused path's (a 2-D ``mm`` instead of ``bmm`` rounds differently for small matrices)."""
+        """Model k (0 forward, 1 inverse; None: both) alone: views k:k+1 of the stacks, weights (1, in, out) and
+        transposed ("wT"), biases (1, 1, out) (with the zero padding), "params" / "bufs" in ``params`` order, scale
+        (1, 1, 1) and its cache per batch size ("per_b"). Views share storage (updating them updates the stack); a
+        leading dim of 1 keeps every kernel the fused path's (2-D ``mm`` rounds differently for small matrices)."""
         sl = slice(None) if k is None else slice(k, k + 1)
         w, b = [t[sl] for t in self.weights], [t[sl] for t in self.biases]
         return {"w": w, "b": b, "params": [t for pair in zip(w, b, strict=True) for t in pair],
