@@ -44,10 +44,9 @@ from robot.memory import EpisodicMemory
 from robot.online import OnlineModels
 
 __all__ = ["FrameEncoder", "ModeChooser", "LoopMode", "start_prefix", "pool2_relu", "SPLIT_MIN", "SPLIT_MIN_OUT",
-           "PROCESS_MIN_STEPS", "PROCESS_PERIOD"]
+           "PROCESS_MIN_STEPS"]
 
 PROCESS_MIN_STEPS = 300  # fewest iterations left for "auto" to start the fit's child process
-PROCESS_PERIOD = 500  # fewest iterations from one probe of "auto" to the next with the fit process (ModeChooser)
 
 SPLIT_MIN = 32  # fewest output channels per half for a convolution to be split over two threads
 SPLIT_MIN_OUT = 2**17  # fewest output values (channels x height x width) per frame for a split
@@ -117,9 +116,7 @@ class ModeChooser:
     not count.
     """
 
-    BASE_PERIOD = 250
-
-    def __init__(self, first: int, fixed: bool | None = None, start: bool = True, period: int = BASE_PERIOD,
+    def __init__(self, first: int, fixed: bool | None = None, start: bool = True, period: int = 250,
                  probe: int = 8, max_period: int = 2000) -> None:
         self.first, self.fixed, self.best = int(first), fixed, bool(start if fixed is None else fixed)
         self.base, self.period, self.probe = int(period), int(period), int(probe)
@@ -175,10 +172,9 @@ class LoopMode:
     start, the thread path computes the same bits); "auto" probes "off" against the parallel loop with
     ``chooser_cls`` (a ``ModeChooser``), the parallel loop being "process" for runs with at least
     ``PROCESS_MIN_STEPS`` iterations left (the child starts in the background, "thread" meanwhile; once it is
-    up a new probe starts; probes then start ``PROCESS_PERIOD`` iterations apart or more) and "thread" for
-    shorter ones or in a process that is itself a multiprocessing child (e.g. a ``microfarm compare --workers
-    N`` worker: the other runs share the cores, and a fit process each would add its memory); with ``threads``
-    > 1 auto is "off".
+    up a new probe starts) and "thread" for shorter ones or in a process that is itself a multiprocessing child
+    (e.g. a ``microfarm compare --workers N`` worker: the other runs share the cores, and a fit process each
+    would add its memory); with ``threads`` > 1 auto is "off".
     """
 
     def __init__(self, models: OnlineModels, parallel: str, threads: int, steps_left: int, first: int,
@@ -187,8 +183,7 @@ class LoopMode:
         fixed = {"process": True, "thread": True, "off": False}.get(mode, False if threads > 1 else None)
         self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS
                                               and multiprocessing.parent_process() is None)
-        period = PROCESS_PERIOD if self.use_proc and fixed is None else ModeChooser.BASE_PERIOD
-        self.models, self.chooser = models, chooser_cls(first, fixed, period=period)
+        self.models, self.chooser = models, chooser_cls(first, fixed)
         self.par_mode = "process" if self.use_proc else "thread"
         self.pool = models.worker() if fixed is not False else None
         self._up = False
