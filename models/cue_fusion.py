@@ -13,11 +13,13 @@ a logistic regression on the support's own pixels,
 with p_net the network's probability, p_col the colour histogram's and ``exg_rel`` the pixel's excess green
 (2G - R - B, channels over 255) minus its frame's Otsu threshold, times 10 (so 0 is the frame's own plant/soil
 boundary, whatever the light). On the support the network and the histogram would be too good (each has seen
-the pixel it is asked about), so their support features are cross-fitted: with two or more shots of the class,
-the network uses the guide and the histogram the counts of the *other* shots (leave one out); a single shot's
-histogram is split into two checkerboards of 32-pixel squares, each predicted from the other (its network
-feature keeps its own guide: the guide is one pooled vector, it cannot copy pixels). The fit is L2-regularised
-(``lam``) Newton on at most ``max_pixels`` pixels drawn with a fixed seed (deterministic).
+the pixel it is asked about), so their support features are cross-fitted: each shot is seen through the guide
+and the histogram counts of the *other* shots (leave one out). That needs two or more shots of the class; with
+one, nothing is held out and the pipeline keeps the blend. (A single shot split into two checkerboards of
+32-pixel squares, or into halves, each predicted from the other, was tried: the same plant and its colours are
+on both sides, the fit trusted the histogram far too much, and on the simulator's held-out fold it lost to the
+blend, see docs/segmentation.md.) The fit is L2-regularised (``lam``) Newton on at most ``max_pixels`` pixels
+drawn with a fixed seed (deterministic).
 
 The fitted weights are kept only if they do not lower the IoU on the support against the blend on the same
 cross-fitted features (as the CRF gate): a support of a few hundred pixels of a small weed can make a fit worse
@@ -36,9 +38,8 @@ from models.colour_prior import ColourHistogram, blend
 __all__ = ["FUSIONS", "DEFAULT_FUSION", "exg_relative", "cue_features", "fit_logistic", "crossfit_colour", "CueWeights"]
 
 FUSIONS = ("blend", "fit")
-DEFAULT_FUSION = "blend"
+DEFAULT_FUSION = "fit"
 _EPS = 1e-4
-_BLOCK = 32  # side in pixels of the checkerboard squares of a single shot's cross-fitted histogram
 
 
 def exg_relative(rgb: np.ndarray) -> np.ndarray:
@@ -97,22 +98,15 @@ def _prob_from(pairs: Sequence[tuple[np.ndarray, np.ndarray]], image: np.ndarray
 
 
 def crossfit_colour(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per shot (H_k,W_k) float32 colour probability of every pixel from a histogram that did not count it:
-    leave one shot out with two or more shots, a single shot's two checkerboards predict each other (the prior
-    floor where the pixels counted hold no foreground)."""
+    """Per shot (H_k,W_k) float32 colour probability of every pixel from the histogram of the other shots (leave
+    one out; the prior floor where they hold no foreground). ValueError for fewer than two shots."""
+    if len(images) < 2:
+        raise ValueError(f"cross-fitting needs two or more shots, got {len(images)}")
     h0 = ColourHistogram()
     codes = [h0._codes(img).ravel() for img in images]
     flat = [np.asarray(m, bool).ravel() for m in masks]
-    if len(images) > 1:
-        return [_prob_from([(codes[i], flat[i]) for i in range(len(images)) if i != j], images[j])
-                for j in range(len(images))]
-    hgt, wid = np.asarray(masks[0]).shape
-    yy, xx = np.mgrid[0:hgt, 0:wid]
-    board = (((yy // _BLOCK) + (xx // _BLOCK)) % 2).astype(bool).ravel()
-    out = np.zeros(hgt * wid, np.float32)
-    for part in (board, ~board):
-        out[part] = _prob_from([(codes[0][~part], flat[0][~part])], images[0]).ravel()[part]
-    return [out.reshape(hgt, wid)]
+    return [_prob_from([(codes[i], flat[i]) for i in range(len(images)) if i != j], images[j])
+            for j in range(len(images))]
 
 
 def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -121,7 +115,8 @@ def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 class CueWeights:
-    """One class's fitted cue weights, or None (the blend) where the fit did not beat it on the support.
+    """One class's fitted cue weights, or None (the blend) where the fit did not beat it on the support or was
+    not tried (``fit`` not called: one shot of the class).
 
     ``fit(net_fgs, colour_fgs, images, masks, colour_prior)``: per shot (H,W) float32 cross-fitted network and
     colour probabilities, (H,W,3) uint8 RGB, (H,W) bool mask; ``apply(net_fg, colour_fg, rgb)`` -> (H,W) float32.

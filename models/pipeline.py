@@ -77,7 +77,8 @@ class SegmentationPipeline:
     probability >= threshold; colour_prior: weight W, class probability = (1-W) network + W colour histogram;
     crf_gate: the CRF gate on (``models.crf_gate``); error: raised for a bad support shot or frame;
     state_error: raised when predicting before any support; fusion: "blend" (the weight W above) or "fit" (cue
-    weights fitted on the support, ``models.cue_fusion``; the blend stays where the fit does not beat it there).
+    weights fitted on the support, ``models.cue_fusion``; the blend stays where the fit does not beat it there;
+    W = 0 is the network alone with either).
     """
 
     def __init__(self, backend: SegmentBackend, crf: str, imgsz: int, sides: tuple[int, ...], threshold: float,
@@ -177,7 +178,7 @@ class SegmentationPipeline:
         with its guide, resized to the frame's size and averaged over the input sides, blended with its colour
         prior, clipped to [0,1]."""
         xs = {s: network_input(rgb, s) for s in self.sides}
-        cues = self._fit_cues() if self.fusion == "fit" else None
+        cues = self._fit_cues() if self.fusion == "fit" and self.colour_prior > 0 else None
         out = []
         for k, hist in enumerate(self._colour, 1):
             fg = self._network_fg(rgb, xs, {s: self.guide_value(s, k) for s in self.sides})
@@ -201,18 +202,23 @@ class SegmentationPipeline:
     def fusion_report(self) -> dict[str, object]:
         """What ``fused`` does, for summary.json: {"mode", "colour_prior", "classes": per class (fusion "fit",
         after the first frame) {"weights": {net, colour, exg, bias} or None (the blend kept), "support_iou_fit",
-        "support_iou_blend"}}."""
+        "support_iou_blend" (None where no fit was tried: a class shown by one shot)}}."""
         rep: dict[str, object] = {"mode": self.fusion, "colour_prior": self.colour_prior}
+
+        def num(v: float) -> float | None:
+            return None if np.isnan(v) else round(float(v), 4)
+
         if self.fusion == "fit" and self._cues is not None:
             rep["classes"] = {name: {"weights": None if c.weights is None else dict(zip(
                 ("net", "colour", "exg", "bias"), (round(float(v), 4) for v in c.weights), strict=True)),
-                "support_iou_fit": round(c.support_iou[0], 4), "support_iou_blend": round(c.support_iou[1], 4)}
+                "support_iou_fit": num(c.support_iou[0]), "support_iou_blend": num(c.support_iou[1])}
                 for name, c in zip(self.classes, self._cues, strict=True)}
         return rep
 
     def _fit_cues(self) -> list[CueWeights]:
-        """Per class the cue weights fitted on the kept shots (``models.cue_fusion``): network features from the
-        guide of the other shots of the class (the shot's own where no other shows it), colour cross-fitted."""
+        """Per class the cue weights fitted on the kept shots (``models.cue_fusion``), each shot's network and
+        colour features from the other shots (leave one out; the shot's own guide where no other shows the class);
+        a class shown by a single shot keeps the blend (unfitted ``CueWeights``: nothing held out)."""
         if self._cues is not None:
             return self._cues
         if not self._kept:
@@ -221,6 +227,9 @@ class SegmentationPipeline:
         for k in range(1, len(self.classes) + 1):
             masks = [(m == k) if self.multiclass else (m != 0) for _, m, _ in self._kept]
             has = [j for j, (_, _, g) in enumerate(self._kept) if (k, self.sides[0]) in g]
+            if len(has) < 2:
+                cues.append(CueWeights())
+                continue
             nets = []
             for j, (rgb, _, _) in enumerate(self._kept):
                 others = [i for i in has if i != j] or [j]

@@ -53,9 +53,7 @@ class EvalConfig(ColourPriorFlags, CRFFlags, CRFGateFlags, ScaleFlags):
 
     def validate(self) -> None:
         self.crf_params()
-        if self.check_colour_prior() == 0 and self.fusion == "fit":
-            raise UsageError("--fusion fit replaces the colour rows, which --colour-prior 0 turns off; give "
-                             "--colour-prior W > 0 (the fallback blend's weight)")
+        self.check_colour_prior()
         if self.merge:
             return
         if self.data is None:

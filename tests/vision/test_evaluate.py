@@ -75,20 +75,20 @@ def test_baselines_see_the_same_episodes_whatever_the_crfs(setup, tmp_path):
 
 
 def test_colour_prior_rows_are_the_blend_of_network_and_histogram(setup, tmp_path):
-    """--colour-prior 0 drops the colour rows; 1 makes the blend the histogram baseline; the network row is the
-    same whatever the weight."""
+    """--colour-prior 0 drops the colour rows; with --fusion blend, 1 makes the blend the histogram baseline; the
+    network row is the same whatever the weight and the fusion; the default --fusion fit changes the colour rows."""
     data, weights = setup
     common = ["--data", str(data), "--weights", str(weights), "--episodes", "5", "--shots", "2", "--imgsz", "48",
               "--examples", "0", "--no-progress", "--fold", "1", "--crf", "off"]
     res = {}
     for w in ("0", "1", "0.5"):
-        assert ve.cli([*common, "--out", str(tmp_path / w), "--colour-prior", w]) == 0
+        assert ve.cli([*common, "--out", str(tmp_path / w), "--colour-prior", w, "--fusion", "blend"]) == 0
         res[w] = json.loads((tmp_path / w / "results.json").read_text())["folds"]["1"]["2"]
     assert set(res["0"]) == {"none", "exg_otsu", "histogram"}
     assert res["1"]["colour"]["miou"] == pytest.approx(res["1"]["histogram"]["miou"])
     assert res["0"]["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])
     assert res["0.5"]["colour"]["episodes"] == 5
-    assert ve.cli([*common, "--out", str(tmp_path / "fit"), "--colour-prior", "0.5", "--fusion", "fit"]) == 0
+    assert ve.cli([*common, "--out", str(tmp_path / "fit"), "--colour-prior", "0.5"]) == 0
     fit = json.loads((tmp_path / "fit" / "results.json").read_text())["folds"]["1"]["2"]
     assert fit["none"]["miou"] == pytest.approx(res["0.5"]["none"]["miou"])  # only the colour rows change
     assert fit["colour"]["episodes"] == 5 and fit["colour"]["miou"] != res["0.5"]["colour"]["miou"]
@@ -162,7 +162,7 @@ def test_gated_rows_follow_the_support_check(setup, tmp_path, monkeypatch, gain,
     (["--scales", "0"], "--scales 0 is not valid"),
     (["--weights", "/no/such.safetensors"], "does not exist"),
     (["--episodez", "3"], "did you mean --episodes"),
-    (["--fusion", "fit", "--colour-prior", "0"], "--fusion fit replaces the colour rows"),
+    (["--fusion", "mean"], "--fusion"),
 ])
 def test_bad_flags_exit_2_with_one_line(setup, tmp_path, argv, needle, capsys):
     data, weights = setup

@@ -91,8 +91,9 @@ def test_loads_weights_file(net, tmp_path):
 
 
 def test_colour_prior_blends_the_support_colour_into_the_network(net):
-    """predict = (1-W) network + W colour histogram; with an untrained network the support's colour alone
-    finds a red disc on soil that the network misses, and adding the shot later equals set_support."""
+    """--fusion blend: predict = (1-W) network + W colour histogram; with an untrained network the support's
+    colour alone finds a red disc on soil that the network misses, and adding the shot later equals set_support
+    (also for the default --fusion fit, whose weights are fitted on the shots kept)."""
     from models.colour_prior import ColourHistogram
     from vision.metrics import binary_iou
 
@@ -106,17 +107,24 @@ def test_colour_prior_blends_the_support_colour_into_the_network(net):
 
     (s0, m0), (s1, m1), (q, truth) = scene(0), scene(1), scene(2)
     alone = FewShotSegmenter(net, imgsz=64, colour_prior=0.0)
-    blended = FewShotSegmenter(net, imgsz=64, colour_prior=0.5)
+    blended = FewShotSegmenter(net, imgsz=64, colour_prior=0.5, fusion="blend")
     for seg in (alone, blended):
         seg.set_support([s0, s1], [m0, m1])
     hist = ColourHistogram().fit([s0, s1], [m0, m1]).prob(q)
     fg_alone, fg = alone.predict(q)[0], blended.predict(q)[0]
     np.testing.assert_allclose(fg, 0.5 * fg_alone + 0.5 * hist, atol=1e-6)
     assert binary_iou(fg >= 0.5, truth) > 0.8 > binary_iou(fg_alone >= 0.5, truth)
-    later = FewShotSegmenter(net, imgsz=64)
+    later = FewShotSegmenter(net, imgsz=64, fusion="blend")
     later.set_support([s0], [m0])
     later.add_support(s1, m1)
     np.testing.assert_allclose(later.predict(q)[0], fg, atol=1e-6)
+    fit, fit_later = FewShotSegmenter(net, imgsz=64), FewShotSegmenter(net, imgsz=64)
+    fit.set_support([s0, s1], [m0, m1])
+    fit_later.set_support([s0], [m0])
+    assert binary_iou(fit_later.predict(q)[1] > 0, truth) > 0.8  # fitted on one shot
+    fit_later.add_support(s1, m1)  # refitted on both
+    np.testing.assert_allclose(fit_later.predict(q)[0], fit.predict(q)[0], atol=1e-6)
+    assert binary_iou(fit.predict(q)[1] > 0, truth) > 0.8
     with pytest.raises(UsageError, match="colour_prior"):
         FewShotSegmenter(net, colour_prior=1.5)
 

@@ -77,9 +77,10 @@ def test_sim_source_stops_after_max_frames(tmp_path: Path, weights: Path, suppor
 
 
 def test_fusion_fit_records_the_weights_fitted_on_the_support(tmp_path: Path, weights: Path, support: str) -> None:
+    """Two shots (one shot keeps the blend: nothing held out), the fit and its support check in summary.json."""
     out = tmp_path / "out"
-    assert _run(["--support", support, "--source", "sim", "--weights", str(weights), "--imgsz", "32",
-                 "--max-frames", "2", "--fusion", "fit", "--out", str(out)]) == 0
+    assert _run(["--support", support, "--support", support, "--source", "sim", "--weights", str(weights),
+                 "--imgsz", "32", "--max-frames", "2", "--fusion", "fit", "--out", str(out)]) == 0
     fusion = json.loads((out / "summary.json").read_text())["fusion"]
     assert fusion["mode"] == "fit" and set(fusion["classes"]) == {"foreground"}
     fit = fusion["classes"]["foreground"]
@@ -111,7 +112,7 @@ def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, sup
                  "--out", str(tmp_path / "o2")]) == 0
     o2 = json.loads((tmp_path / "o2" / "summary.json").read_text())
     assert o2["crf_gate"] is None and o2["scales"] == [1.0, 1.5] and o2["input_sides"] == [32, 48]
-    assert summary["fusion"] == {"mode": "blend", "colour_prior": 0.5}
+    assert summary["fusion"]["mode"] == "fit" and summary["fusion"]["colour_prior"] == 0.5  # the default
     assert cv2.imread(str(out / "masks" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 
