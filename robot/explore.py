@@ -193,7 +193,8 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
     models = OnlineModels(D, C, tuple(cfg.hidden), cfg.lr, cfg.momentum, seed=int(st.get("init_seed", cfg.seed)),
                           edm_weight=cfg.edm_weight, edm_groups=cfg.edm_groups)
     start = int(st["iteration"])
-    loop = LoopMode(models, cfg.parallel, cfg.threads, cfg.steps - start, start + 1, ModeChooser)  # same bits
+    loop = LoopMode(models, cfg.parallel, cfg.threads, cfg.steps - start, start + 1, ModeChooser,  # same bits
+                    settle=cfg.memory_size + 1)
     encode = FrameEncoder(ae, loop.pool)  # == ae.encode_images (bit for bit), faster
     memory = EpisodicMemory(cfg.memory_size, cfg.memory_prob, cfg.memory_policy, D, C)
     interest = make_interest(cfg.interest, cfg.n_goals, selection=cfg.selection, greedy_prob=cfg.greedy_prob,

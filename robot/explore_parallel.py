@@ -174,11 +174,14 @@ class LoopMode:
     ``PROCESS_MIN_STEPS`` iterations left (the child starts in the background, "thread" meanwhile; once it is
     up a new probe starts) and "thread" for shorter ones or in a process that is itself a multiprocessing child
     (e.g. a ``microfarm compare --workers N`` worker: the other runs share the cores, and a fit process each
-    would add its memory); with ``threads`` > 1 auto is "off".
+    would add its memory); with ``threads`` > 1 auto is "off". ``settle``: the iteration from which the first
+    probe of the fit process may start (the memory's size + 1: while it fills the fits are tiny and a probe then
+    chose "off" for a run that the process loop does faster, filling included); the process loop runs until then.
     """
 
     def __init__(self, models: OnlineModels, parallel: str, threads: int, steps_left: int, first: int,
-                 chooser_cls: type[ModeChooser] = ModeChooser) -> None:
+                 chooser_cls: type[ModeChooser] = ModeChooser, settle: int = 0) -> None:
+        self.settle = int(settle)
         mode = {"on": "thread"}.get(parallel, parallel)  # "on": the name of "thread" before "process" existed
         fixed = {"process": True, "thread": True, "off": False}.get(mode, False if threads > 1 else None)
         self.use_proc = mode == "process" or (fixed is None and steps_left >= PROCESS_MIN_STEPS
@@ -198,7 +201,7 @@ class LoopMode:
         """Set the mode of iteration t on the models and the encoder."""
         if self.use_proc and not self._up and self.models.process_ready():
             self._up = True
-            self.chooser.restart(t)  # probe the child process against off from now on
+            self.chooser.restart(max(t, self.settle))  # probe the child process against off from then on
         par = self.chooser.parallel(t)
         self.models.mode = self.par_mode if par else "off"
         encode.pool = self.pool if par else None

@@ -331,3 +331,28 @@ def test_loop_mode_starts_the_fit_process_only_where_it_pays(monkeypatch: pytest
     loop = explore_parallel.LoopMode(stub, parallel, threads, left, 1)  # type: ignore[arg-type]
     mode = loop.par_mode if loop.chooser.parallel(1) or loop.chooser.fixed is None else "off"
     assert (mode, stub.started) == (want, int(want == "process"))
+
+
+def test_auto_probes_the_fit_process_only_once_the_memory_is_full() -> None:
+    """The child comes up at iteration 5 of a run whose memory fills by 320: the process loop runs from 5, the
+    first probe against off begins at 321."""
+
+    class Ready(_StubModels):
+        mode = "off"
+
+        def process_ready(self) -> bool:
+            return True
+
+    class Enc:
+        pool = None
+
+    stub = Ready()
+    loop = explore_parallel.LoopMode(stub, "auto", 1, 5000, 1, settle=321)  # type: ignore[arg-type]
+    modes = []
+    for t in range(5, 360):
+        loop.begin(t, Enc())  # type: ignore[arg-type]
+        modes.append(stub.mode)
+        loop.chooser.record(t, 0.01)
+    assert modes[:321 - 5] == ["process"] * (321 - 5)  # no probe while the memory fills
+    probe = loop.chooser.probe
+    assert modes[321 - 5 + probe:321 - 5 + 3 * probe] == ["off"] * (2 * probe)  # then A B B A
