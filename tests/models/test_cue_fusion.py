@@ -131,3 +131,27 @@ def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
 def test_unknown_fusion_is_refused() -> None:
     with pytest.raises(ValueError, match="fusion must be one of"):
         SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="mean")
+
+
+def test_fit_fusion_with_two_classes_labels_each() -> None:
+    """A label mask (1 = green plants, 2 = red ones), two shots, a network that says nothing: each class gets its
+    own fitted weights and the labels come out right."""
+    rng = np.random.default_rng(7)
+
+    def two_class_scene() -> tuple[np.ndarray, np.ndarray]:
+        img, green = _scene(rng, (120, 100, 80))
+        _, red = _scene(rng, (120, 100, 80))
+        red &= ~green
+        img[red] = np.clip(rng.normal((190, 40, 40), 6, (int(red.sum()), 3)), 0, 255).astype(np.uint8)
+        return img, green.astype(np.uint8) + 2 * red.astype(np.uint8)
+
+    shots = [two_class_scene() for _ in range(2)]
+    query, truth = two_class_scene()
+    seg = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="fit")
+    seg.set_support([s for s, _ in shots], [m for _, m in shots])
+    labels = seg.predict(query)[1]
+    assert len(seg.classes) == 2 and seg.multiclass
+    for k in (1, 2):
+        assert _iou(labels == k, truth == k) > 0.8
+    report = seg.fusion_report()["classes"]
+    assert len(report) == 2 and all(c["support_iou_fit"] is not None for c in report.values())
