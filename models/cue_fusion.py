@@ -35,23 +35,39 @@ import numpy as np
 
 from models.colour_prior import ColourHistogram, blend
 
-__all__ = ["FUSIONS", "DEFAULT_FUSION", "exg_relative", "cue_features", "fit_logistic", "crossfit_colour", "CueWeights"]
+__all__ = ["FUSIONS", "DEFAULT_FUSION", "excess_green_rgb", "otsu_levels", "exg_relative", "cue_features",
+           "fit_logistic", "crossfit_colour", "CueWeights"]
 
 FUSIONS = ("blend", "fit")
 DEFAULT_FUSION = "fit"
 _EPS = 1e-4
 
 
+def excess_green_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Excess green 2G - R - B of (H,W,3) uint8 RGB on the channels over 255 -> (H,W) float32 in [-2, 2]."""
+    x = np.asarray(rgb, np.float32) / np.float32(255.0)
+    return 2 * x[..., 1] - x[..., 0] - x[..., 2]
+
+
+def otsu_levels(values: np.ndarray) -> tuple[np.ndarray, float, float, float] | None:
+    """Otsu's threshold of a (H,W) float map: (the map scaled to uint8 levels 0..255, its min, its max, the level
+    t; a pixel is above the threshold where its level > t), or None for a map of (almost) one value."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-3:
+        return None
+    u8 = np.round((values - lo) / (hi - lo) * 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return u8, lo, hi, float(t)
+
+
 def exg_relative(rgb: np.ndarray) -> np.ndarray:
     """(H,W,3) uint8 RGB -> (H,W) float32: 10 x (excess green 2G - R - B on channels over 255 minus the frame's
     Otsu threshold of it); > 0 where ExG + Otsu calls the pixel a plant. A frame of one ExG value: ExG - max."""
-    x = np.asarray(rgb, np.float32) / np.float32(255.0)
-    e = 2 * x[..., 1] - x[..., 0] - x[..., 2]
-    lo, hi = float(e.min()), float(e.max())
-    if hi - lo < 1e-3:
-        return ((e - hi) * 10).astype(np.float32)
-    u8 = np.round((e - lo) / (hi - lo) * 255).astype(np.uint8)
-    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    e = excess_green_rgb(rgb)
+    levels = otsu_levels(e)
+    if levels is None:
+        return ((e - float(e.max())) * 10).astype(np.float32)
+    _, lo, hi, t = levels
     return ((e - (lo + (t + 0.5) / 255.0 * (hi - lo))) * 10).astype(np.float32)
 
 
@@ -83,30 +99,21 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.01, iters: int = 2
     return w
 
 
-def _prob_from(pairs: Sequence[tuple[np.ndarray, np.ndarray]], image: np.ndarray) -> np.ndarray:
-    """(H,W) float32 P(fg) of ``image`` from a histogram of (codes (N,) int, mask (N,) bool) pixel sets; the prior
-    floor everywhere where those sets hold no foreground (nothing to say about colour)."""
-    h = ColourHistogram()
-    n = h.fg_counts.size
-    for codes, m in pairs:
-        h.fg_counts += np.bincount(codes[m], minlength=n)
-        h.bg_counts += np.bincount(codes[~m], minlength=n)
-    h.shots = len(pairs)
-    if not h.fg_counts.any():
-        return np.full(image.shape[:2], h.prior_floor, np.float32)
-    return h.prob(image)
-
-
 def crossfit_colour(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per shot (H_k,W_k) float32 colour probability of every pixel from the histogram of the other shots (leave
-    one out; the prior floor where they hold no foreground). ValueError for fewer than two shots."""
+    one out: all shots' counts minus its own; the prior floor where the others hold no foreground). ValueError for
+    fewer than two shots."""
     if len(images) < 2:
         raise ValueError(f"cross-fitting needs two or more shots, got {len(images)}")
-    h0 = ColourHistogram()
-    codes = [h0._codes(img).ravel() for img in images]
-    flat = [np.asarray(m, bool).ravel() for m in masks]
-    return [_prob_from([(codes[i], flat[i]) for i in range(len(images)) if i != j], images[j])
-            for j in range(len(images))]
+    shots = [ColourHistogram().add(img, m) for img, m in zip(images, masks, strict=True)]
+    fg, bg = sum(h.fg_counts for h in shots), sum(h.bg_counts for h in shots)
+    out = []
+    for img, own in zip(images, shots, strict=True):
+        others = ColourHistogram()
+        others.fg_counts, others.bg_counts, others.shots = fg - own.fg_counts, bg - own.bg_counts, len(shots) - 1
+        out.append(others.prob(img) if others.fg_counts.any()
+                   else np.full(img.shape[:2], others.prior_floor, np.float32))
+    return out
 
 
 def _iou(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -18,10 +18,10 @@ Both take (H,W,3) uint8 RGB and return (H,W) bool masks.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from models.colour_prior import ColourHistogram
+from models.cue_fusion import excess_green_rgb, otsu_levels
 
 __all__ = ["excess_green", "exg_otsu", "HistogramBackprojection"]
 
@@ -41,16 +41,11 @@ def exg_otsu(image: np.ndarray, chromatic: bool = True) -> np.ndarray:
     chromatic: ExG on chromatic coordinates (``excess_green``), else on the channels over 255 (2G - R - B).
     An image with (almost) one ExG value has no two classes: everything is background.
     """
-    if chromatic:
-        exg = excess_green(image)
-    else:
-        x = np.asarray(image, np.float32) / np.float32(255.0)
-        exg = 2 * x[..., 1] - x[..., 0] - x[..., 2]
-    lo, hi = float(exg.min()), float(exg.max())
-    if hi - lo < 1e-3:
+    exg = excess_green(image) if chromatic else excess_green_rgb(image)
+    levels = otsu_levels(exg)
+    if levels is None:
         return np.zeros(exg.shape, bool)
-    u8 = np.round((exg - lo) / (hi - lo) * 255).astype(np.uint8)
-    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    u8, _, _, t = levels
     return u8 > t
 
 
