@@ -224,6 +224,8 @@ class SegmentationPipeline:
         if not self._kept:
             raise self._state_error("no support shots yet: call set_support first")
         cues = []
+        rgbs = [rgb for rgb, _, _ in self._kept]
+        xs = [{s: network_input(rgb, s) for s in self.sides} for rgb in rgbs]  # the shots' network inputs
         for k in range(1, len(self.classes) + 1):
             masks = [(m == k) if self.multiclass else (m != 0) for _, m, _ in self._kept]
             has = [j for j, (_, _, g) in enumerate(self._kept) if (k, self.sides[0]) in g]
@@ -231,13 +233,12 @@ class SegmentationPipeline:
                 cues.append(CueWeights())
                 continue
             nets = []
-            for j, (rgb, _, _) in enumerate(self._kept):
+            for j, rgb in enumerate(rgbs):
                 others = [i for i in has if i != j] or [j]
                 guides = {s: np.mean([self._kept[i][2][k, s] for i in others], 0).astype(np.float32)
                           for s in self.sides}
-                nets.append(self._network_fg(rgb, {s: network_input(rgb, s) for s in self.sides}, guides))
-            cols = crossfit_colour([r for r, _, _ in self._kept], masks)
-            cues.append(CueWeights().fit(nets, cols, [r for r, _, _ in self._kept], masks, self.colour_prior))
+                nets.append(self._network_fg(rgb, xs[j], guides))
+            cues.append(CueWeights().fit(nets, crossfit_colour(rgbs, masks), rgbs, masks, self.colour_prior))
         self._cues = cues
         return cues
 

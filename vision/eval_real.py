@@ -202,8 +202,10 @@ def _label(cfg: EvalRealConfig) -> str:
     """The pipeline method in words."""
     crf = {"meanfield": "mean-field CRF", "dense": "dense CRF", "none": "no CRF"}[cfg.crf]
     gate = ", gated" if cfg.crf_gate and cfg.crf != "none" else ""
-    cues = "cues fitted on the support (fallback: colour prior " if cfg.fusion == "fit" else "colour prior "
-    return f"network + {cues}{cfg.colour_prior:g}{')' if cfg.fusion == 'fit' else ''} + {crf}{gate}"
+    colour = f"colour prior {cfg.colour_prior:g}"
+    if cfg.fusion == "fit":
+        colour = f"cues fitted on the support (fallback: {colour})"
+    return f"network + {colour} + {crf}{gate}"
 
 
 def evaluate_real(cfg: EvalRealConfig, sets: Sequence[RealSet], model: Any, extra: dict[str, Any],

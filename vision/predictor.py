@@ -22,7 +22,7 @@ import torch
 
 from microfarm_toolkit import UsageError
 from models.colour_prior import DEFAULT_COLOUR_PRIOR
-from models.cue_fusion import DEFAULT_FUSION, FUSIONS
+from models.cue_fusion import DEFAULT_FUSION
 from models.guided_net import GuidedNet, load_guided_net
 from models.pipeline import SegmentationPipeline
 from models.scales import DEFAULT_SCALES, input_sides
@@ -62,8 +62,6 @@ class FewShotSegmenter(SegmentationPipeline):
             raise UsageError(f"imgsz must be at least 16, got {imgsz}")
         if not 0.0 <= colour_prior <= 1.0:
             raise UsageError(f"colour_prior must be in [0, 1] (0 = the network alone), got {colour_prior}")
-        if fusion not in FUSIONS:
-            raise UsageError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
         self.device = torch.device(device)
