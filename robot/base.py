@@ -124,6 +124,16 @@ class Robot(ABC):
         self._send_action(sent)
         return sent
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep of the robot itself for a resumed run to see the same frames as an
+        uninterrupted one (e.g. a simulator's random generators), as JSON values; {} for a real robot."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` (called once the resumed run has moved back to its checkpoint's position); a
+        robot without such state ignores it."""
+        del state
+
     @abstractmethod
     def _connect(self) -> None: ...
 

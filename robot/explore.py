@@ -217,6 +217,7 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
             meter.load_state_dict(ckpt["conditions"])
         recent_m, recent_c = ckpt["recent_motor"], ckpt["recent_code"]
         robot.send_action(ckpt["position"])
+        robot.load_state_dict(ckpt.get("robot", {}))  # after the move back: its frame drew from them too
     rng = np.random.default_rng()
     rng.bit_generator.state = st["rng"]
     goals, t0 = st["goals"], time.perf_counter() - float(st["elapsed"])
@@ -227,8 +228,8 @@ def _run(cfg: ExploreConfig, robot: Robot, ae: ConvAutoencoder, out: Path, ckpt:
         return {"state": {**st, "iteration": t, "elapsed": time.perf_counter() - t0, "rng": rng.bit_generator.state},
                 "models": models.state_dict(), "memory": memory.state_dict(), "interest": interest.state_dict(),
                 "tracker": tracker.state_dict(), "conditions": meter.state_dict(), "recent_motor": recent_m,
-                "recent_code": recent_c,
-                "position": position, "config": dataclasses.asdict(cfg)}
+                "recent_code": recent_c, "position": position, "robot": robot.state_dict(),
+                "config": dataclasses.asdict(cfg)}
 
     def after_fit(goal: int, sent: np.ndarray, motors: np.ndarray, t: int, random_cmd: bool) -> None:
         """Once the forward model is fitted: the goal's interest from its PE, the explored positions, the counts."""

@@ -86,3 +86,11 @@ class SimRobot(Robot):
         assert self.env is not None
         self._obs, _, _, _, self.last_info = self.env.step(action)
         self.path_observations = self.last_info.get("path", [self._obs])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The env's random generators (camera noise, leaves in the wind): ``sim.envs`` ``random_state``."""
+        return {} if self.env is None else {"random": self.env.random_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.env is not None and "random" in state:
+            self.env.set_random_state(state["random"])

@@ -130,6 +130,19 @@ class CameraArmEnv(gym.Env):
             p.disconnect(self.client)
         self.client = None  # type: ignore[assignment]
 
+    def random_state(self) -> dict[str, Any]:
+        """The states of the env's random generators after ``reset``: ``noise`` (the camera noise of randomised
+        scenes, ``np_random``) and ``wind`` (the distractor's leaves), JSON values (numpy bit-generator states)."""
+        return {"noise": self.np_random.bit_generator.state, "wind": self._wind_rng.bit_generator.state}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Restore ``random_state()``'s generators (e.g. when a run resumes from its checkpoint); missing keys are
+        left as they are."""
+        if "noise" in state:
+            self.np_random.bit_generator.state = state["noise"]
+        if "wind" in state:
+            self._wind_rng.bit_generator.state = state["wind"]
+
     # -- internals ------------------------------------------------------------------------------------
     def _render_rgb(self) -> np.ndarray:
         assert self.arm is not None and self.scene is not None

@@ -14,6 +14,7 @@ from fake_camera_robot import FakeCameraRobot, tiny_explore_config
 
 from robot.conditions import ConditionMeter, split_goals
 from robot.explore import ExploreConfig, run
+from robot.explore_state import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +122,45 @@ def test_init_candidates_choose_the_models_initialisation(tmp_path: Path) -> Non
     init = json.loads((out / "summary.json").read_text())["init"]
     assert len(init["candidates"]) == 3
     assert init["seed"] == max(init["candidates"], key=lambda r: r["score"])["seed"]
+
+
+class _CutSimRobot:
+    """A ``SimRobot`` that sends SIGINT to this process on call ``at`` of ``send_action`` (as Ctrl-C would)."""
+
+    @staticmethod
+    def make(at: int | None, **kw: object) -> object:
+        import os
+        import signal
+
+        from robot.sim_robot import SimRobot
+
+        class Cut(SimRobot):
+            calls = 0
+
+            def _send_action(self, action: np.ndarray) -> None:
+                Cut.calls += 1
+                if at is not None and Cut.calls == at:
+                    os.kill(os.getpid(), signal.SIGINT)
+                super()._send_action(action)
+
+        return Cut(**kw)
+
+
+def test_resumed_run_with_a_distractor_equals_the_uninterrupted_one(tmp_path: Path) -> None:
+    """The leaves in the wind are drawn from the env's own generator: a checkpoint keeps its state, so a run
+    interrupted and resumed sees the same frames (and logs the same metrics) as one that was not."""
+    kw = dict(steps=30, memory_size=8, random_prob=0.0, distractor="0.5,0,1,1", checkpoint_every=5)
+    robot_kw = dict(arm="gantry", size=16, seed=0, distractor="0.5,0,1,1")
+    whole = _CutSimRobot.make(None, **robot_kw)
+    full = run(_cfg(tmp_path, "full", **kw), robot=whole)
+    setup_moves = type(whole).calls - 30  # test views, goal views, cells of the learnable part, the centre
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(tmp_path, "cut", **kw), robot=_CutSimRobot.make(setup_moves + 17, **robot_kw))
+    assert int(load_checkpoint(tmp_path / "cut")["state"]["iteration"]) == 17
+    run(_cfg(tmp_path, "ignored", resume=tmp_path / "cut", **kw), robot=_CutSimRobot.make(None, **robot_kw))
+    def text_rows(path: Path) -> list[dict[str, str]]:  # as written (NaN columns compare equal as text)
+        with open(path / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader(f)]
+
+    assert len(text_rows(tmp_path / "cut")) == 30
+    assert text_rows(tmp_path / "cut") == text_rows(full)
