@@ -32,9 +32,9 @@ import torch
 from models.mlp import MLP, forward_model, inverse_model
 from robot.online_monitor import edm_hidden_grad, online_veca
 from robot.online_proc import FitProcess
-from robot.online_split import MODES, SplitFit
+from robot.online_split import BOTH, FORWARD, INVERSE, MODES, SplitFit
 
-__all__ = ["OnlineModels", "TrainingDivergedError", "MODES"]
+__all__ = ["OnlineModels", "TrainingDivergedError", "MODES", "FORWARD", "INVERSE", "BOTH"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -85,7 +85,7 @@ class OnlineModels(SplitFit):
         self._test: tuple[np.ndarray, np.ndarray] | None = None  # fit_test -> fit -> _fit
         self._test_preds: tuple[torch.Tensor, torch.Tensor] | None = None
         self.veca_next, self.last_veca = False, None  # see ``fit``
-        self._views = [self._model_views(k) for k in (0, 1, None)]  # forward, inverse, both (the fused path)
+        self._views = self.model_views()
 
     # -- parameters ---------------------------------------------------------------------------------
     @property
@@ -105,6 +105,11 @@ class OnlineModels(SplitFit):
                 b[k, 0, : lin.out_features] = lin.bias.detach()
             self.weights.append(w)
             self.biases.append(b)
+
+    def model_views(self) -> list[dict[str, Any]]:
+        """``_model_views`` of the forward model, the inverse one and both (the fused path), indexed by
+        ``FORWARD``, ``INVERSE``, ``BOTH``."""
+        return [self._model_views(k) for k in (FORWARD, INVERSE, None)]
 
     def _model_views(self, k: int | None) -> dict[str, Any]:
         """Model k (0 forward, 1 inverse; None: both) alone: views k:k+1 of the stacks, weights (1, in, out) and
@@ -170,7 +175,7 @@ class OnlineModels(SplitFit):
               v: dict[str, Any] | None = None) -> None:
         """One SGD step on a batch x (M, B, P) / y (M, B, P) of both models (M = 2), or with ``v`` of the one
         model of ``_model_views`` (M = 1: the same ops on a leading dim of 1, so the same kernels and bits)."""
-        v = self._views[2] if v is None else v
+        v = self._views[BOTH] if v is None else v
         out, acts = self._forward(x, keep=True, v=v)
         wT, params, bufs, per_b, bsz = v["wT"], v["params"], v["bufs"], v["per_b"], x.shape[1]
         g = out.sub_(y)
@@ -290,7 +295,7 @@ class OnlineModels(SplitFit):
         m = np.atleast_2d(np.asarray(motor, np.float32))
         x = torch.zeros(1, len(m), self.P)
         x[0, :, : self.D] = torch.as_tensor(m)
-        return self._forward(x, v=self._views[0])[0][0, :, : self.C].numpy().copy()
+        return self._forward(x, v=self._views[FORWARD])[0][0, :, : self.C].numpy().copy()
 
     def predict_motor(self, code: np.ndarray) -> np.ndarray:
         """Inverse model: code (N, C) -> motor (N, D) (unclipped)."""

@@ -68,11 +68,11 @@ def serve(conn: Any, spec: dict[str, Any], backup: list[torch.Tensor], flag: tor
                                              batch)))
                 continue
             _, n, e, batch, m, skip, veca = msg
-            acc, out = models._fit_one(1, x[1:, :n], y[1:, :n], [perm[i, :n] for i in range(e)], batch,
+            acc, out = models._fit_one(models.INVERSE, x[1:, :n], y[1:, :n], [perm[i, :n] for i in range(e)], batch,
                                        tx[None, :m] if m else None, skip)
             if out is not None:
                 pred[:m].copy_(out[0])
-            vec = model_veca(models, 1, x[1, :n, :models.C]) if veca else None  # while the parent logs
+            vec = model_veca(models, models.INVERSE, x[1, :n, :models.C]) if veca else None  # while the parent logs
             conn.send(("ok", float(acc[0]), time.perf_counter() - t0, vec))
         except Exception as err:  # noqa: BLE001  (reported to the parent, which raises it)
             conn.send(("error", repr(err)))

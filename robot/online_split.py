@@ -24,8 +24,9 @@ import torch
 from robot.online_monitor import model_veca
 from robot.online_proc import FitProcess
 
-__all__ = ["SplitFit", "MODES"]
+__all__ = ["SplitFit", "MODES", "FORWARD", "INVERSE", "BOTH"]
 
+FORWARD, INVERSE, BOTH = 0, 1, 2  # the models' index in the stacks; BOTH: the fused path's views
 MODES = ("off", "thread", "process")
 SHARED = ("D", "C", "hidden", "lr", "momentum", "nesterov", "edm_weight", "edm_groups", "P", "weights", "biases",
           "bufs", "out_scale")
@@ -34,6 +35,7 @@ SHARED = ("D", "C", "hidden", "lr", "momentum", "nesterov", "edm_weight", "edm_g
 class SplitFit:
     """Threads and the child process of ``OnlineModels`` (which defines the attributes used here)."""
 
+    FORWARD, INVERSE, BOTH = FORWARD, INVERSE, BOTH  # (for the child process, which imports no robot module)
     mode: str
     params: list[torch.Tensor]
     bufs: list[torch.Tensor]
@@ -41,6 +43,7 @@ class SplitFit:
     _proc: FitProcess | None
     _fit_one: Any
     _model_views: Any
+    model_views: Any
     _pack: Any
     _spec: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None
     prefix_stats: dict[str, int]
@@ -80,7 +83,7 @@ class SplitFit:
         m = cls.__new__(cls)
         m.__dict__.update(spec, mode="off", _pool=None, _proc=None, _test=None, _test_preds=None, _spec=None,
                           veca_next=False, last_veca=None)
-        m._views = [m._model_views(k) for k in (0, 1, None)]
+        m._views = m.model_views()
         return m
 
     def worker(self) -> ThreadPoolExecutor:
@@ -153,7 +156,7 @@ class SplitFit:
                  tx: torch.Tensor | None, skip: int, code: np.ndarray | None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float] | None]:
         """The worker thread's part: ``_fit_one(1, ...)``, then (given code) the inverse model's VECA on it."""
-        acc, pred = self._fit_one(1, x, y, perms, batch_size, tx, skip)
+        acc, pred = self._fit_one(INVERSE, x, y, perms, batch_size, tx, skip)
         return acc, pred, (None if code is None else model_veca(self, 1, code))
 
     def _fit_split(self, motor: np.ndarray, code: np.ndarray, x: torch.Tensor, y: torch.Tensor,
@@ -178,7 +181,7 @@ class SplitFit:
                                        None if tx is None else tx[1:], skip, code if veca else None)
             inverse = inv.result
         try:
-            a0, p0 = self._fit_one(0, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1], skip)
+            a0, p0 = self._fit_one(FORWARD, x[:1], y[:1], perms, batch_size, None if tx is None else tx[:1], skip)
             v0 = model_veca(self, 0, motor) if veca else None
             if then is not None:
                 then()
