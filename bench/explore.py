@@ -1,7 +1,7 @@
 """Iterations per second of the full curiosity loop next to the raw render rate, and peak memory, in one run.
 
     python bench/explore.py [--steps 800] [--arm gantry] [--threads 1] [--parallel auto|process|thread|off]
-                            [--encoder FILE]
+                            [--rounds 1] [--encoder FILE]
 
 1. The full loop (``robot.explore.run``, the paper preset: SOM goals, learning progress, memory 320 with
    p 0.1, 2 epochs, batch 16, metrics logged every iteration) for ``--steps`` iterations on the SimRobot,
@@ -25,7 +25,9 @@
    kernels themselves get faster. The floor is defined with ``encode_images`` (as before the loop had its
    faster encoder); a second figure uses the loop's one-core encoder. The ratio of the projected loop time
    to each floor is printed (1.0 = the loop reaches the floor).
-5. Peak resident memory of this process (``resource.getrusage``, ru_maxrss), of the loop's fit process
+5. With ``--rounds N`` all of the above N times in a row, each in a fresh process, and the N ratios, their
+   median and their best (other jobs on the two cores slow some rounds: the best is what the loop does).
+6. Peak resident memory of this process (``resource.getrusage``, ru_maxrss), of the loop's fit process
    (its ``VmHWM`` when it was stopped; 0 without one) and their sum.
 
 The target of issue 3: a 5000-iteration memory-320 run in at most 60 s on 2 cores, peak RSS under 1.5 GB.
@@ -223,29 +225,12 @@ def arithmetic_floor(parts: dict[str, float], flops: dict[str, int], render_ms: 
     return (fit_s + steps * (parts[enc_name] + render_ms) / 1e3) / cores
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--steps", type=int, default=800, help="loop iterations (> 370 for a steady-state rate)")
-    ap.add_argument("--arm", choices=("gantry", "arm"), default="gantry")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the loop")
-    ap.add_argument("--parallel", choices=("auto", "process", "thread", "off"), default=None,
-                    help="the loop's mode (default: ExploreConfig's default, auto)")
-    ap.add_argument("--render-frames", type=int, default=300)
-    ap.add_argument("--encoder", default=None, help="encoder weights (default: the arm's default weights)")
-    args = ap.parse_args()
-    if args.steps < 1:
-        ap.error("--steps must be >= 1")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    from robot.explore import ExploreConfig
-
-    parallel = str(ExploreConfig.parallel) if args.parallel is None else args.parallel
-    print(f"arm={args.arm} steps={args.steps} threads={args.threads} parallel={parallel} cpus={os.cpu_count()} "
-          f"load(1 min)={load:.1f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        enc = _encoder(args.encoder, args.arm, Path(tmp))
-        loop = loop_rate(args.steps, args.arm, args.threads, enc, Path(tmp) / "run", parallel)
-        raw_fps, env_fps = render_rate(args.arm, args.render_frames)
-        parts, flops = parts_ms(enc, args.threads)
+def one_round(args: argparse.Namespace, enc: Path, run_dir: Path, parallel: str) -> dict[str, float]:
+    """One side-by-side measurement: the loop, the raw render rate and the parts alone; prints them and returns
+    {"proj": projected 5000-it loop s, "floor", "fast_floor"} (floors only with --threads 1)."""
+    loop = loop_rate(args.steps, args.arm, args.threads, enc, run_dir, parallel)
+    raw_fps, env_fps = render_rate(args.arm, args.render_frames)
+    parts, flops = parts_ms(enc, args.threads)
     print(f"full loop (memory 320, 2 epochs): {loop['loop_it_s']:.1f} it/s overall, "
           f"{loop['fill_it_s']:.1f} it/s while the memory fills"
           + (f", {loop['steady_it_s']:.1f} it/s with a full memory ({1e3 / loop['steady_it_s']:.1f} ms/it)"
@@ -261,26 +246,92 @@ def main() -> None:
     print("parts: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
     print("arithmetic: " + ", ".join(f"{k} {f / 1e9:.2f} GFLOP at {f / 1e6 / parts[k]:.0f} GFLOP/s"
                                      for k, f in flops.items()))
-    floor = fast_floor = None
+    out: dict[str, float] = {}
     if args.threads == 1:
-        floor = arithmetic_floor(parts, flops, 1e3 / raw_fps)
-        fast_floor = arithmetic_floor(parts, flops, 1e3 / raw_fps, enc_name=FAST_ENC)
+        out["floor"] = arithmetic_floor(parts, flops, 1e3 / raw_fps)
+        out["fast_floor"] = arithmetic_floor(parts, flops, 1e3 / raw_fps, enc_name=FAST_ENC)
         print(f"arithmetic floor of a 5000-iteration run at these one-core rates spread over 2 cores with perfect "
-              f"overlap: {floor:.0f} s (target <= 60 s); with the loop's one-core encoder: {fast_floor:.0f} s")
+              f"overlap: {out['floor']:.0f} s (target <= 60 s); with the loop's one-core encoder: "
+              f"{out['fast_floor']:.0f} s")
     else:
         print("(the arithmetic floor is printed with --threads 1: it spreads one-core rates over the 2 cores)")
     if "projected_5000_s" in loop:
-        proj = loop["projected_5000_s"]
+        out["proj"] = proj = loop["projected_5000_s"]
         print(f"projected 5000-iteration run: {proj:.0f} s of loop "
               f"(+ {loop['setup_s']:.0f} s setup) (target <= 60 s)")
-        if floor is not None and fast_floor is not None:
-            print(f"ratio loop / floor: {proj / floor:.2f}x (floor as defined, encode_images; target <= 1.3x); "
-                  f"loop / floor with the loop's encoder: {proj / fast_floor:.2f}x")
+        if "floor" in out:
+            print(f"ratio loop / floor: {proj / out['floor']:.2f}x (floor as defined, encode_images; target <= 1.3x); "
+                  f"loop / floor with the loop's encoder: {proj / out['fast_floor']:.2f}x")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--steps", type=int, default=800, help="loop iterations (> 370 for a steady-state rate)")
+    ap.add_argument("--arm", choices=("gantry", "arm"), default="gantry")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the loop")
+    ap.add_argument("--parallel", choices=("auto", "process", "thread", "off"), default=None,
+                    help="the loop's mode (default: ExploreConfig's default, auto)")
+    ap.add_argument("--render-frames", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole measurement (loop, render, parts) this many times; the ratios of every "
+                         "round, their median and their best are printed (other jobs on the cores slow some rounds)")
+    ap.add_argument("--encoder", default=None, help="encoder weights (default: the arm's default weights)")
+    args = ap.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        ap.error("--steps and --rounds must be >= 1")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    from robot.explore import ExploreConfig
+
+    parallel = str(ExploreConfig.parallel) if args.parallel is None else args.parallel
+    print(f"arm={args.arm} steps={args.steps} threads={args.threads} parallel={parallel} cpus={os.cpu_count()} "
+          f"load(1 min)={load:.1f}")
+    if args.rounds > 1:
+        _rounds(args.rounds)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = _encoder(args.encoder, args.arm, Path(tmp))
+        one_round(args, enc, Path(tmp) / "run", parallel)
     from robot.online_proc import peak_child_rss_mb
 
     own, child = _peak_rss_mb(), peak_child_rss_mb()
     print(f"peak RSS: {own:.0f} MB (this process) + {child:.0f} MB (the fit process) = {own + child:.0f} MB "
           "(target < 1500 MB)")
+
+
+def _rounds(n: int) -> None:
+    """Run this bench ``n`` times in a row, each in a fresh process (so that each round's peak RSS is a single
+    run's), print each round's output and then the ratios' median and best."""
+    import re
+    import subprocess
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # every flag but --rounds (and its value)
+        if skip or a == "--rounds" or a.startswith("--rounds="):
+            skip = a == "--rounds"
+            continue
+        argv.append(a)
+    ratios: list[tuple[float, float]] = []
+    peaks: list[float] = []
+    for i in range(n):
+        print(f"-- round {i + 1} of {n} (load(1 min)={os.getloadavg()[0]:.1f})", flush=True)
+        done = subprocess.run([sys.executable, __file__, *argv, "--rounds", "1"], capture_output=True, text=True)
+        print(done.stdout, end="", flush=True)
+        if done.returncode:
+            sys.exit(f"round {i + 1} failed: {done.stderr.strip().splitlines()[-1:]}")
+        m = re.search(r"ratio loop / floor: ([0-9.]+)x.*encoder: ([0-9.]+)x", done.stdout)
+        if m:
+            ratios.append((float(m.group(1)), float(m.group(2))))
+        m = re.search(r"= ([0-9.]+) MB \(target", done.stdout)
+        if m:
+            peaks.append(float(m.group(1)))
+    if ratios:
+        r, f = [a for a, _ in ratios], [b for _, b in ratios]
+        print(f"ratio loop / floor over {len(r)} rounds: " + ", ".join(f"{x:.2f}x" for x in r)
+              + f"; median {float(np.median(r)):.2f}x, best {min(r):.2f}x (target <= 1.3x); with the loop's "
+              f"encoder: median {float(np.median(f)):.2f}x, best {min(f):.2f}x")
+    if peaks:
+        print(f"peak RSS of a round (loop + fit process): at most {max(peaks):.0f} MB (target < 1500 MB)")
 
 
 if __name__ == "__main__":
