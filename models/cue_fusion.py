@@ -24,6 +24,16 @@ drawn with a fixed seed (deterministic).
 The fitted weights are kept only if they do not lower the IoU on the support against the blend on the same
 cross-fitted features (as the CRF gate): a support of a few hundred pixels of a small weed can make a fit worse
 than the blend.
+
+With one shot of a class nothing can be fitted, but excess green can still be checked: ExG + Otsu has no
+parameter taken from the shot (its threshold is the frame's own), so its IoU on the shot is an honest estimate
+of what it does on other frames. Where it is at least the network's own IoU on the shot (the network with the
+shot's guide, which has seen the mask: an optimistic figure) and at least 0.5 (``EXG_GATE_MIN_IOU``: a red
+crop on green grass or an untrained network must not turn it on), the mask shows "the green things" and the class
+probability is the mean of the blend and sigmoid(exg_rel) (``gate_one_shot``); else the blend. On Peanut's
+vegetation and crop this lifts 1-shot IoU above excess green's, and on CWF-788 (a crop among weeds) it never
+fires; on the simulator, where a support of one species can look like "the green things" and the query holds
+other species, it costs some IoU (docs/segmentation.md).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ __all__ = ["FUSIONS", "DEFAULT_FUSION", "excess_green_rgb", "otsu_levels", "exg_
 
 FUSIONS = ("blend", "fit")
 DEFAULT_FUSION = "fit"
+EXG_GATE_MIN_IOU = 0.5  # one shot: the least IoU of ExG + Otsu on the shot for excess green to join the blend
 _EPS = 1e-4
 
 
@@ -123,7 +134,7 @@ def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 class CueWeights:
     """One class's fitted cue weights, or None (the blend) where the fit did not beat it on the support or was
-    not tried (``fit`` not called: one shot of the class).
+    not tried (one shot of the class: then ``gate_one_shot`` may add excess green to the blend).
 
     ``fit(net_fgs, colour_fgs, images, masks, colour_prior)``: per shot (H,W) float32 cross-fitted network and
     colour probabilities, (H,W,3) uint8 RGB, (H,W) bool mask; ``apply(net_fg, colour_fg, rgb)`` -> (H,W) float32.
@@ -133,6 +144,18 @@ class CueWeights:
         self.lam, self.max_pixels, self.seed = float(lam), int(max_pixels), int(seed)
         self.weights: np.ndarray | None = None
         self.support_iou: tuple[float, float] = (float("nan"), float("nan"))  # (fit, blend)
+        self.exg_gate = False  # one shot: the blend averaged with excess green (``gate_one_shot``)
+        self.gate_iou: tuple[float, float] = (float("nan"), float("nan"))  # one shot: (excess green, network)
+
+    def gate_one_shot(self, net_fg: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> CueWeights:
+        """One shot of the class: (H,W) float32 network probability of the shot with its own guide, its (H,W,3)
+        uint8 RGB and (H,W) bool mask. Turns excess green on where ExG + Otsu's IoU on the shot is at least the
+        network's and at least ``EXG_GATE_MIN_IOU`` (see the module doc)."""
+        m = np.asarray(mask, bool)
+        self.weights = None
+        self.gate_iou = (_iou(exg_relative(rgb) > 0, m), _iou(np.asarray(net_fg) >= 0.5, m))
+        self.exg_gate = bool(self.gate_iou[0] >= max(self.gate_iou[1], EXG_GATE_MIN_IOU))
+        return self
 
     def fit(self, net_fgs: Sequence[np.ndarray], colour_fgs: Sequence[np.ndarray], images: Sequence[np.ndarray],
             masks: Sequence[np.ndarray], colour_prior: float) -> CueWeights:
@@ -155,6 +178,9 @@ class CueWeights:
         """(H,W) float32 class probability: the fitted logistic, or the blend without fitted weights. Threshold
         0.5 of the logistic is the fit's decision boundary."""
         if self.weights is None:
-            return blend(net_fg, colour_fg, colour_prior)
+            mixed = blend(net_fg, colour_fg, colour_prior)
+            if self.exg_gate:
+                mixed = 0.5 * (mixed + 1.0 / (1.0 + np.exp(-np.clip(exg_relative(rgb), -30, 30))))
+            return mixed.astype(np.float32)
         z = cue_features(net_fg, colour_fg, rgb) @ self.weights
         return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).reshape(net_fg.shape).astype(np.float32)

@@ -202,7 +202,8 @@ class SegmentationPipeline:
     def fusion_report(self) -> dict[str, object]:
         """What ``fused`` does, for summary.json: {"mode", "colour_prior", "classes": per class (fusion "fit",
         after the first frame) {"weights": {net, colour, exg, bias} or None (the blend kept), "support_iou_fit",
-        "support_iou_blend" (None where no fit was tried: a class shown by one shot)}}."""
+        "support_iou_blend" (None where no fit was tried: a class shown by one shot), "one_shot_exg" (one shot:
+        excess green averaged in), "support_iou_exg", "support_iou_net" (its check; None with two or more shots)}}."""
         rep: dict[str, object] = {"mode": self.fusion, "colour_prior": self.colour_prior}
 
         def num(v: float) -> float | None:
@@ -211,14 +212,17 @@ class SegmentationPipeline:
         if self.fusion == "fit" and self._cues is not None:
             rep["classes"] = {name: {"weights": None if c.weights is None else dict(zip(
                 ("net", "colour", "exg", "bias"), (round(float(v), 4) for v in c.weights), strict=True)),
-                "support_iou_fit": num(c.support_iou[0]), "support_iou_blend": num(c.support_iou[1])}
+                "support_iou_fit": num(c.support_iou[0]), "support_iou_blend": num(c.support_iou[1]),
+                "one_shot_exg": c.exg_gate, "support_iou_exg": num(c.gate_iou[0]),
+                "support_iou_net": num(c.gate_iou[1])}
                 for name, c in zip(self.classes, self._cues, strict=True)}
         return rep
 
     def _fit_cues(self) -> list[CueWeights]:
         """Per class the cue weights fitted on the kept shots (``models.cue_fusion``), each shot's network and
         colour features from the other shots (leave one out; the shot's own guide where no other shows the class);
-        a class shown by a single shot keeps the blend (unfitted ``CueWeights``: nothing held out)."""
+        a class shown by a single shot keeps the blend (nothing held out), averaged with excess green where ExG +
+        Otsu explains the shot at least as well as the network does (``CueWeights.gate_one_shot``)."""
         if self._cues is not None:
             return self._cues
         if not self._kept:
@@ -229,8 +233,13 @@ class SegmentationPipeline:
         for k in range(1, len(self.classes) + 1):
             masks = [(m == k) if self.multiclass else (m != 0) for _, m, _ in self._kept]
             has = [j for j, (_, _, g) in enumerate(self._kept) if (k, self.sides[0]) in g]
-            if len(has) < 2:
-                cues.append(CueWeights())
+            if len(has) < 2:  # nothing to hold out: the blend, with excess green where it explains the shot
+                cue = CueWeights()
+                if has:
+                    j = has[0]
+                    own = {s: self._kept[j][2][k, s] for s in self.sides}
+                    cue.gate_one_shot(self._network_fg(rgbs[j], xs[j], own), rgbs[j], masks[j])
+                cues.append(cue)
                 continue
             nets = []
             for j, rgb in enumerate(rgbs):

@@ -100,18 +100,32 @@ def test_fit_fusion_uses_the_cue_that_explains_the_support(shots: int) -> None:
     assert seg._cues is not None and seg._cues[0].weights is not None and seg._cues[0].weights[2] > 0
 
 
-def test_one_shot_keeps_the_blend() -> None:
-    """One shot of the class: nothing to hold out, no fit; the blend, reported as such."""
+def test_one_shot_adds_excess_green_only_where_it_explains_the_shot() -> None:
+    """One shot: nothing to hold out, no fit. Where the mask is "the green things" (ExG + Otsu matches it, the
+    constant network does not) the blend is averaged with excess green, which finds the plants of a query under
+    other light; where the mask is one of several plants (ExG marks them all) the blend runs unchanged."""
     rng = np.random.default_rng(6)
     img, mask = _scene(rng, (120, 100, 80))
-    query, _ = _scene(rng, (90, 90, 95), light=0.7)
+    query, truth = _scene(rng, (90, 90, 95), light=0.7)
     fit = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="fit")
     blend = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="blend")
     for seg in (fit, blend):
         seg.set_support([img], [mask])
+    p_fit, p_blend = fit.predict(query)[0], blend.predict(query)[0]
+    np.testing.assert_allclose(p_fit, 0.5 * (p_blend + 1 / (1 + np.exp(-exg_relative(query)))), atol=1e-5)
+    assert _iou(p_fit >= 0.5, truth) > 0.9 > _iou(p_blend >= 0.5, truth) + 0.2
+    rep = fit.fusion_report()["classes"]["foreground"]
+    assert rep["one_shot_exg"] is True and rep["weights"] is None and rep["support_iou_fit"] is None
+    assert rep["support_iou_exg"] > 0.9 > rep["support_iou_net"]
+
+    one = np.zeros_like(mask)  # a single disc of the four: ExG + Otsu's IoU on the shot is well below 0.5
+    yy, xx = np.mgrid[0:64, 0:64]
+    one[((yy - 32) ** 2 + (xx - 32) ** 2 <= 36)] = True
+    img[one] = (60, 150, 50)
+    for seg in (fit, blend):
+        seg.set_support([img], [one])
     np.testing.assert_array_equal(fit.predict(query)[0], blend.predict(query)[0])
-    assert fit.fusion_report()["classes"] == {"foreground": {"weights": None, "support_iou_fit": None,
-                                                             "support_iou_blend": None}}
+    assert fit.fusion_report()["classes"]["foreground"]["one_shot_exg"] is False
 
 
 def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
