@@ -15,7 +15,9 @@ CRF normalises. Unlike a local window, every pixel talks to every pixel of simil
 at the pixel's own colour resolution: a leaf edge stays sharp because the two sides fall in different colour
 cells. Cost per filtering: a scatter-add and a gather of H*W values and 5 passes over the grid, whose size
 (H/sxy + 3) * (W/sxy + 3) * (255/srgb + 3)^3 does not grow with the pixel count (~0.88 M cells at 500x375
-with pydensecrf's sxy=80, srgb=13). ONNX: ScatterElements(reduction="add"), Gather, Slice, Pad.
+with pydensecrf's sxy=80, srgb=13). The ONNX export splats into the grid without its pads (~0.39 M cells at
+500x375) and blurs it with tridiagonal matrices, the pads' zeros implicit: ScatterElements(reduction="add"),
+MatMul, GatherElements.
 """
 
 from __future__ import annotations
