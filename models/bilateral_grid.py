@@ -104,6 +104,7 @@ class BilateralGrid:
                             else self._flat(batch, cy + 1, cx + 1, c + 1.0, (gy, gx, cells_c)).reshape(-1))
         ones = torch.ones(1, n * h * w, device=dev, dtype=image.dtype)
         self.inv_norm = 1.0 / self._slice(self._blur(ones))  # [1, N*H*W]: 1 / the kernel's row sums
+        self._scaled: dict[float, Tensor] = {1.0: self.inv_norm}
 
     @staticmethod
     def _flat(batch: Tensor, y: Tensor, x: Tensor, c: Tensor, dims: tuple[int, int, int]) -> Tensor:
@@ -175,10 +176,13 @@ class BilateralGrid:
         """blurred [C, cells] -> its values at every pixel's cell -> [C, N*H*W]."""
         return blurred.gather(1, self.slice_index.view(1, -1).expand(blurred.shape[0], -1))
 
-    def filter(self, q: Tensor) -> Tensor:
-        """q [N,C,H,W] -> normalised bilateral filtering [N,C,H,W]."""
+    def filter(self, q: Tensor, weight: float = 1.0) -> Tensor:
+        """q [N,C,H,W] -> normalised bilateral filtering [N,C,H,W], times ``weight`` (folded into the row sums'
+        reciprocals once per grid)."""
         n, h, w = self.shape
         c = q.shape[1]
+        if weight not in self._scaled:
+            self._scaled[weight] = self.inv_norm * weight
         vals = q.permute(1, 0, 2, 3).reshape(c, n * h * w)
-        out = self._slice(self._blur(vals)) * self.inv_norm
+        out = self._slice(self._blur(vals)) * self._scaled[weight]
         return out.view(c, n, h, w).permute(1, 0, 2, 3)
