@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--no-variants", action="store_true", help="skip fp16/int8 when building the bundle")
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--precision", default="fp32", help="bundle variant the ORT column runs")
+    ap.add_argument("--spin", action="store_true", help="let idle ORT threads spin (as torch's OpenMP threads do; "
+                    "the runtime's default is off)")
     args = ap.parse_args()
 
     import torch
@@ -110,7 +112,7 @@ def main() -> int:
         print(f"building a bundle (real architectures, untrained) at {args.imgsz}x{args.imgsz} ...", flush=True)
         args.bundle = build_bundle(Path(tmp.name), args.imgsz, not args.no_variants, args.calib)
     providers = None if args.providers == "auto" else args.providers.split(",")
-    rt = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads)
+    rt = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads, spin=args.spin)
     man = rt.manifest
     dev = torch.device(args.device)
     mods = torch_models(man, args.device)
@@ -132,7 +134,7 @@ def main() -> int:
     call = {"encoder": rt.encode, "forward": rt.forward, "inverse": rt.inverse, "guide": rt.guide,
             "segment": rt.segment, "crf": rt.crf}
     print(f"\nproviders={','.join(rt.providers)} precision={args.precision} torch={args.device} "
-          f"threads={args.threads} imgsz={S} iters={args.iters} batch=1")
+          f"threads={args.threads} spin={args.spin} imgsz={S} iters={args.iters} batch=1")
     print(f"{'model':>10} {'ORT p50':>9} {'ORT p95':>9} {'torch p50':>10} {'torch p95':>10} {'torch/ORT':>10}  (ms)")
     results = {}
     for name in ("encoder", "forward", "inverse", "guide", "segment", "crf"):
