@@ -82,6 +82,11 @@ def exg_relative(rgb: np.ndarray) -> np.ndarray:
     return ((e - (lo + (t + 0.5) / 255.0 * (hi - lo))) * 10).astype(np.float32)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function of z, clipped to [-30, 30] (no overflow in exp)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
     return np.log(p / (1 - p))
@@ -100,7 +105,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.01, iters: int = 2
     w = np.zeros(x.shape[1])
     reg = lam * np.eye(x.shape[1])
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        p = _sigmoid(x @ w)
         grad = x.T @ (p - y) / len(y) + lam * w
         hess = (x * (p * (1 - p))[:, None]).T @ x / len(y) + reg
         step = np.linalg.solve(hess, grad)
@@ -180,7 +185,7 @@ class CueWeights:
         if self.weights is None:
             mixed = blend(net_fg, colour_fg, colour_prior)
             if self.exg_gate:
-                mixed = 0.5 * (mixed + 1.0 / (1.0 + np.exp(-np.clip(exg_relative(rgb), -30, 30))))
+                mixed = 0.5 * (mixed + _sigmoid(exg_relative(rgb)))
             return mixed.astype(np.float32)
         z = cue_features(net_fg, colour_fg, rgb) @ self.weights
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).reshape(net_fg.shape).astype(np.float32)
+        return _sigmoid(z).reshape(net_fg.shape).astype(np.float32)
