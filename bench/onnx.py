@@ -99,6 +99,9 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32", help="bundle variant the ORT column runs")
     ap.add_argument("--spin", action="store_true", help="let idle ORT threads spin (as torch's OpenMP threads do; "
                     "the runtime's default is off)")
+    ap.add_argument("--crf-threads", type=int, default=None,
+                    help="intra-op threads of crf.onnx (default: the runtime's cap, MAX_MODEL_THREADS; 0: no cap, "
+                    "--threads); with --threads > 1 the uncapped CRF is timed beside it")
     args = ap.parse_args()
 
     import torch
@@ -112,7 +115,9 @@ def main() -> int:
         print(f"building a bundle (real architectures, untrained) at {args.imgsz}x{args.imgsz} ...", flush=True)
         args.bundle = build_bundle(Path(tmp.name), args.imgsz, not args.no_variants, args.calib)
     providers = None if args.providers == "auto" else args.providers.split(",")
-    rt = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads, spin=args.spin)
+    model_threads = None if args.crf_threads is None else {"crf": args.crf_threads}
+    rt = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads, spin=args.spin,
+                 model_threads=model_threads)
     man = rt.manifest
     dev = torch.device(args.device)
     mods = torch_models(man, args.device)
@@ -134,7 +139,8 @@ def main() -> int:
     call = {"encoder": rt.encode, "forward": rt.forward, "inverse": rt.inverse, "guide": rt.guide,
             "segment": rt.segment, "crf": rt.crf}
     print(f"\nproviders={','.join(rt.providers)} precision={args.precision} torch={args.device} "
-          f"threads={args.threads} spin={args.spin} imgsz={S} iters={args.iters} batch=1")
+          f"threads={args.threads} (crf.onnx {rt.threads['crf'] or 'default'}) spin={args.spin} imgsz={S} "
+          f"iters={args.iters} batch=1")
     print(f"{'model':>10} {'ORT p50':>9} {'ORT p95':>9} {'torch p50':>10} {'torch p95':>10} {'torch/ORT':>10}  (ms)")
     results = {}
     for name in ("encoder", "forward", "inverse", "guide", "segment", "crf"):
@@ -149,6 +155,13 @@ def main() -> int:
                 t50, t95 = timeit(lambda name=name, ta=ta: mods[name](*ta), args.iters, sync=sync)
         results[name] = {"ort_p50": o50, "ort_p95": o95, "torch_p50": t50, "torch_p95": t95}
         print(f"{name:>10} {o50:9.3f} {o95:9.3f} {t50:10.3f} {t95:10.3f} {t50 / o50:10.2f}")
+    if rt.has("crf") and args.threads > 1 and rt.threads["crf"] != args.threads:
+        free = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads,
+                       spin=args.spin, model_threads={})
+        o50, o95 = timeit(lambda: free.crf(*inputs["crf"]), args.iters)
+        t50, t95 = (results["crf"][k] for k in ("torch_p50", "torch_p95"))
+        print(f"{'crf (' + str(args.threads) + ' thr)':>10} {o50:9.3f} {o95:9.3f} {t50:10.3f} {t95:10.3f} "
+              f"{t50 / o50:10.2f}   <- crf.onnx on {args.threads} threads instead of {rt.threads['crf']}")
 
     if rt.has("segment") and rt.has("crf"):
         def ort_step() -> None:

@@ -42,6 +42,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # ONNX Runtime graph transformers left out per model: the NCHWc layout pads the CRF's one-channel Gaussian Conv
 # to a block of 8-16 output channels and reorders them back (crf.onnx ~8-10% slower on CPU with it)
 DISABLED_OPTIMIZERS = {"crf": ["NchwcTransformer"]}
+# intra-op threads a model's CPU session uses at most, whatever ``threads`` asks: the CRF's ScatterElements splat
+# and its Resizes run on one thread anyway, and a second thread only adds wake-ups between its small nodes
+# (256x256 on 2 cores: crf.onnx 0.83x torch's speed on 2 threads, 1.02x on 1; bench/onnx.py --crf-threads)
+MAX_MODEL_THREADS = {"crf": 1}
 
 
 class BundleError(RuntimeError):
@@ -124,12 +128,14 @@ class Runtime:
     providers: None/"auto" or a list (see ``select_providers``); precision: "fp32", "fp16" or "int8" (a model
     without that variant in the bundle runs in fp32); warmup: run each model once on a small input;
     threads: ONNX Runtime intra-op threads (0 = its default); trt_cache: folder for TensorRT engines;
-    spin: let idle ONNX Runtime threads spin (lower latency on a dedicated CPU, steals it from others).
+    spin: let idle ONNX Runtime threads spin (lower latency on a dedicated CPU, steals it from others);
+    model_threads: intra-op threads per model name, over ``threads`` and the caps of ``MAX_MODEL_THREADS``
+    (default: those caps; ``{}`` lifts them).
     """
 
     def __init__(self, bundle: str | Path, providers: Sequence[str] | str | None = None, precision: str = "fp32",
                  warmup: bool = True, threads: int = 0, trt_cache: str | Path | None = None,
-                 spin: bool = False) -> None:
+                 spin: bool = False, model_threads: dict[str, int] | None = None) -> None:
         import onnxruntime as ort
 
         if precision not in PRECISIONS:
@@ -138,13 +144,19 @@ class Runtime:
         self.manifest = verify_bundle(self.folder)
         self.precision = precision
         self.providers = select_providers(providers)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        if not spin:  # idle worker threads sleep instead of spinning: kinder to a shared, small robot CPU
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        caps = dict(MAX_MODEL_THREADS if model_threads is None else model_threads)
+        self.threads = {name: self._threads(threads, caps.get(name)) for name in MODEL_NAMES}
+
+        def options(n_threads: int) -> Any:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            if n_threads:
+                so.intra_op_num_threads = n_threads
+            if not spin:  # idle worker threads sleep instead of spinning: kinder to a shared, small robot CPU
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return so
+
         prov: list[Any] = []
         for p in self.providers:
             if p == "TensorrtExecutionProvider":
@@ -159,13 +171,21 @@ class Runtime:
         for name, entry in self.manifest["models"].items():
             variant = (entry.get("variants") or {}).get(precision) if precision != "fp32" else None
             e = variant or entry
-            sess = ort.InferenceSession(str(self.folder / e["file"]), sess_options=so, providers=prov,
+            sess = ort.InferenceSession(str(self.folder / e["file"]), sess_options=options(self.threads.get(name, 0)),
+                                        providers=prov,
                                         disabled_optimizers=DISABLED_OPTIMIZERS.get(name, []))
             self._check_contract(name, entry, sess)
             self.sessions[name] = sess
             self.files[name] = e["file"]
         if warmup:
             self.warmup()
+
+    @staticmethod
+    def _threads(threads: int, cap: int | None) -> int:
+        """The intra-op threads of one session: ``threads`` (0 = ORT's default, all cores) capped at ``cap``."""
+        if cap is None or cap <= 0:
+            return int(threads)
+        return min(int(threads), cap) if threads else cap
 
     # -- checks ------------------------------------------------------------------------------------------
     @staticmethod

@@ -100,6 +100,21 @@ def test_providers_order_and_refusal() -> None:
             select_providers(["cuda"])
 
 
+def test_crf_session_is_capped_at_one_thread_and_gives_the_same_result(bundle: Path) -> None:
+    capped = Runtime(bundle, providers="cpu", threads=2, warmup=False)
+    free = Runtime(bundle, providers="cpu", threads=2, warmup=False, model_threads={})
+    opts = {n: s.get_session_options().intra_op_num_threads for n, s in capped.sessions.items()}
+    assert opts.pop("crf") == 1 and capped.threads["crf"] == 1
+    assert set(opts.values()) == {2}, opts
+    assert free.sessions["crf"].get_session_options().intra_op_num_threads == 2
+    assert Runtime(bundle, providers="cpu", warmup=False).threads["crf"] == 1      # ORT's default elsewhere
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 2, IMGSZ, IMGSZ)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    image = rng.uniform(0, 255, (1, 3, IMGSZ, IMGSZ)).astype(np.float32)
+    np.testing.assert_allclose(capped.crf(probs, image), free.crf(probs, image), atol=1e-5)
+
+
 def test_segment_onnx_backend_agrees_with_torch(bundle: Path, tmp_path: Path) -> None:
     d = tmp_path
     weights = bundle.parent / "src" / "segmenter.safetensors"
