@@ -92,10 +92,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def cue_features(net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+def cue_features(net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray,
+                 exg: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel features (H*W, 4) float64 [logit net, logit colour, exg_rel, 1] of (H,W) probabilities in [0,1]
-    and their frame (H,W,3) uint8 RGB."""
-    return np.stack([_logit(net_fg).ravel(), _logit(colour_fg).ravel(), exg_relative(rgb).ravel().astype(np.float64),
+    and their frame (H,W,3) uint8 RGB; exg: the frame's ``exg_relative`` where already computed."""
+    e = exg_relative(rgb) if exg is None else exg
+    return np.stack([_logit(net_fg).ravel(), _logit(colour_fg).ravel(), e.ravel().astype(np.float64),
                      np.ones(net_fg.size)], 1)
 
 
@@ -179,13 +181,20 @@ class CueWeights:
             self.weights = w
         return self
 
-    def apply(self, net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray, colour_prior: float) -> np.ndarray:
+    @property
+    def uses_exg(self) -> bool:
+        """Whether ``apply`` reads the frame's excess green (fitted weights or the one-shot excess-green gate)."""
+        return self.weights is not None or self.exg_gate
+
+    def apply(self, net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray, colour_prior: float,
+              exg: np.ndarray | None = None) -> np.ndarray:
         """(H,W) float32 class probability: the fitted logistic, or the blend without fitted weights. Threshold
-        0.5 of the logistic is the fit's decision boundary."""
+        0.5 of the logistic is the fit's decision boundary. exg: ``exg_relative(rgb)`` where the caller has it
+        (one per frame for all K classes)."""
         if self.weights is None:
             mixed = blend(net_fg, colour_fg, colour_prior)
             if self.exg_gate:
-                mixed = 0.5 * (mixed + _sigmoid(exg_relative(rgb)))
+                mixed = 0.5 * (mixed + _sigmoid(exg_relative(rgb) if exg is None else exg))
             return mixed.astype(np.float32)
-        z = cue_features(net_fg, colour_fg, rgb) @ self.weights
+        z = cue_features(net_fg, colour_fg, rgb, exg) @ self.weights
         return _sigmoid(z).reshape(net_fg.shape).astype(np.float32)

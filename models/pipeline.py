@@ -27,7 +27,7 @@ import numpy as np
 
 from models.colour_prior import ColourHistogram, blend
 from models.crf_gate import CRFGate
-from models.cue_fusion import FUSIONS, CueWeights, crossfit_colour
+from models.cue_fusion import FUSIONS, CueWeights, crossfit_colour, exg_relative
 from models.imageio import support_shot, to_rgb8
 from models.labels import ClassSpec, Key, as_legend, class_distribution, decide, interpret_masks
 
@@ -179,11 +179,12 @@ class SegmentationPipeline:
         prior, clipped to [0,1]."""
         xs = {s: network_input(rgb, s) for s in self.sides}
         cues = self._fit_cues() if self.fusion == "fit" and self.colour_prior > 0 else None
+        exg = exg_relative(rgb) if cues is not None and any(c.uses_exg for c in cues) else None  # once per frame
         out = []
         for k, hist in enumerate(self._colour, 1):
             fg = self._network_fg(rgb, xs, {s: self.guide_value(s, k) for s in self.sides})
             if cues is not None:
-                fg = cues[k - 1].apply(fg, hist.prob(rgb), rgb, self.colour_prior)
+                fg = cues[k - 1].apply(fg, hist.prob(rgb), rgb, self.colour_prior, exg)
             elif self.colour_prior > 0:
                 fg = blend(fg, hist.prob(rgb), self.colour_prior)
             out.append(np.clip(fg, 0.0, 1.0))

@@ -117,6 +117,13 @@ def test_one_shot_adds_excess_green_only_where_it_explains_the_shot() -> None:
     rep = fit.fusion_report()["classes"]["foreground"]
     assert rep["one_shot_exg"] is True and rep["weights"] is None and rep["support_iou_fit"] is None
     assert rep["support_iou_exg"] > 0.9 > rep["support_iou_net"]
+    cue = fit._cues[0]
+    assert cue.uses_exg
+    net_q, col_q = np.full(truth.shape, 0.4, np.float32), np.full(truth.shape, 0.6, np.float32)
+    np.testing.assert_array_equal(cue.apply(net_q, col_q, query, 0.5),  # the frame's excess green passed in
+                                  cue.apply(net_q, col_q, query, 0.5, exg_relative(query)))
+    no_green = cue.apply(net_q, col_q, query, 0.5, np.full(truth.shape, -30.0, np.float32))  # the map given is used
+    np.testing.assert_allclose(no_green, 0.25, atol=1e-6)  # (blend 0.5 + sigmoid(-30)) / 2
 
     one = np.zeros_like(mask)  # a single disc of the four: ExG + Otsu's IoU on the shot is well below 0.5
     yy, xx = np.mgrid[0:64, 0:64]
