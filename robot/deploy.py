@@ -56,6 +56,7 @@ class DeployConfig(ColourPriorFlags, CRFGateFlags, ScaleFlags, ClassFlags):
     imgsz: int = _f(0, "segmentation input side (0: the bundle's)")
     size: int = _f(0, "camera image side of the sim robot (0: the segmentation input side)")
     threads: int = _f(0, "ONNX Runtime intra-op threads (0: its default)")
+    crf_threads: int = _f(1, "intra-op threads of crf.onnx (0: as --threads; one was fastest on 2 cores)")
     save_masks: bool = _f(False, "write masks/step_<k>.png")
     seed: int = _f(0, "the sim robot's bed layout / reset seed")
     out: Path | None = _f(None, "output folder (default runs/deploy/<N>)")
@@ -114,6 +115,9 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
         raise UsageError("--bundle is required: a folder written by `microfarm export`")
     if cfg.steps < 0:
         raise UsageError(f"--steps must be >= 0, got {cfg.steps}")
+    if cfg.threads < 0 or cfg.crf_threads < 0:
+        raise UsageError(f"--threads and --crf-threads must be >= 0 (0: ONNX Runtime's default), got "
+                         f"{cfg.threads} and {cfg.crf_threads}")
     cfg.check_colour_prior()
     cfg.check_scales(cfg.imgsz or None)
     seg_on, reach_on = cfg.task in ("segment", "both"), cfg.task in ("reach", "both")
@@ -121,7 +125,7 @@ def deploy(cfg: DeployConfig, log: Any = print) -> Path:
     providers = [p.strip() for p in cfg.providers.split(",") if p.strip()] or ["auto"]
     try:
         rt = Runtime(cfg.bundle, providers=providers if providers != ["auto"] else None, precision=cfg.precision,
-                     threads=cfg.threads)
+                     threads=cfg.threads, model_threads={"crf": cfg.crf_threads})
         need = (["guide", "segment"] + (["crf"] if cfg.crf == "meanfield" else []) if seg_on else []) + \
                (["encoder", "inverse"] if reach_on else [])
         missing = [n for n in need if not rt.has(n)]

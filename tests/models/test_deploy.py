@@ -96,6 +96,7 @@ def test_ctrl_c_stops_cleanly(bundle: Path, tmp_path: Path) -> None:
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--scales", "-1"], "--scales -1 is not valid"),
     (lambda b, s, d: ["--bundle", str(b), "--support", s, "--imgsz", "64", "--scales", "0.1"], "must be in 16..4096"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--goal", f"{d}/none.png"], "does not exist"),
+    (lambda b, s, d: ["--bundle", str(b), "--support", s, "--crf-threads", "-1"], "--crf-threads must be >= 0"),
     (lambda b, s, d: ["--bundle", str(b), "--task", "reach", "--providers", "cuda"]
      if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers()
      else ["--bundle", str(d)], "not available"),
@@ -116,7 +117,8 @@ def test_segment_session_on_recorded_frames(bundle: Path, support: str, tmp_path
         cv2.imwrite(str(frames / f"{i:04d}.png"), img)
     out = tmp_path / "out"
     assert microfarm_main(["deploy", "--bundle", str(bundle), "--robot", f"files:{frames}", "--task", "segment",
-                           "--support", support, "--steps", "4", "--save-masks", "--out", str(out)]) == 0
+                           "--support", support, "--steps", "4", "--save-masks", "--crf-threads", "2",
+                           "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 4 and s["robot"] == f"files:{frames}" and "segment" in s["latency_ms"]
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"step_{k:06d}.png" for k in range(4)]
