@@ -1,6 +1,8 @@
 """ONNX Runtime vs torch eager, side by side in one run: p50/p95 latency of every model of a bundle, the whole
 segmentation step (guide reused: segment + softmax + mean-field CRF) in frames per second, the mean-field CRF
-from ONNX against pydensecrf (dense CRF), and model sizes for fp32 / fp16 / int8.
+from ONNX against pydensecrf (dense CRF), and model sizes for fp32 / fp16 / int8. For the guided network
+(``guide``, ``segment``) also torch as ``microfarm segment`` runs it (``models.fold_bn.inference_copy``: batch
+norm folded, channels-last), the "torch fast" columns.
 
     python bench/onnx.py                       # builds a bundle of the real architectures (untrained) in a temp dir
     python bench/onnx.py --bundle B            # an exported bundle (torch side from the weights it names)
@@ -71,7 +73,11 @@ def torch_models(man: dict, device: str):
             mods[n] = m
     segw = Path(man.get("segmenter", {}).get("weights", "/nonexistent"))
     if segw.is_file():
+        from models.fold_bn import inference_copy
+
         net, _ = load_guided_net(segw)
+        fast = inference_copy(net.to(device))
+        mods["guide_fast"], mods["segment_fast"] = fast.guide, fast.segment
         mods["guide"] = net.guide
         mods["segment"] = net.segment
         mods["_net"] = net
@@ -141,7 +147,8 @@ def main() -> int:
     print(f"\nproviders={','.join(rt.providers)} precision={args.precision} torch={args.device} "
           f"threads={args.threads} (crf.onnx {rt.threads['crf'] or 'default'}) spin={args.spin} imgsz={S} "
           f"iters={args.iters} batch=1")
-    print(f"{'model':>10} {'ORT p50':>9} {'ORT p95':>9} {'torch p50':>10} {'torch p95':>10} {'torch/ORT':>10}  (ms)")
+    print(f"{'model':>10} {'ORT p50':>9} {'ORT p95':>9} {'torch p50':>10} {'torch p95':>10} {'torch/ORT':>10} "
+          f"{'torch fast p50':>15} {'fast/ORT':>9}  (ms)")
     results = {}
     for name in ("encoder", "forward", "inverse", "guide", "segment", "crf"):
         if not rt.has(name):
@@ -154,7 +161,15 @@ def main() -> int:
             with torch.inference_mode():
                 t50, t95 = timeit(lambda name=name, ta=ta: mods[name](*ta), args.iters, sync=sync)
         results[name] = {"ort_p50": o50, "ort_p95": o95, "torch_p50": t50, "torch_p95": t95}
-        print(f"{name:>10} {o50:9.3f} {o95:9.3f} {t50:10.3f} {t95:10.3f} {t50 / o50:10.2f}")
+        fast = ""
+        if name + "_fast" in mods:  # the folded channels-last copy, on channels-last inputs
+            tf = tuple(torch.from_numpy(x).to(dev) for x in a)
+            tf = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tf)
+            with torch.inference_mode():
+                f50, _ = timeit(lambda name=name, tf=tf: mods[name + "_fast"](*tf), args.iters, sync=sync)
+            results[name]["torch_fast_p50"] = f50
+            fast = f" {f50:15.3f} {f50 / o50:9.2f}"
+        print(f"{name:>10} {o50:9.3f} {o95:9.3f} {t50:10.3f} {t95:10.3f} {t50 / o50:10.2f}{fast}")
     if rt.has("crf") and args.threads > 1 and rt.threads["crf"] != args.threads:
         free = Runtime(args.bundle, providers=providers, precision=args.precision, threads=args.threads,
                        spin=args.spin, model_threads={})
@@ -179,6 +194,14 @@ def main() -> int:
             with torch.inference_mode():
                 t50, _ = timeit(torch_step, args.iters, sync=sync)
             line += f"; torch p50 {t50:.2f} ms = {1e3 / t50:.1f} fps; torch/ORT {t50 / o50:.2f}"
+            tqf = tq.contiguous(memory_format=torch.channels_last)
+
+            def fast_step() -> None:
+                mods["crf"](torch.softmax(mods["segment_fast"](tqf, tg), 1).contiguous(), ti)
+
+            with torch.inference_mode():
+                f50, _ = timeit(fast_step, args.iters, sync=sync)
+            line += f"; torch fast p50 {f50:.2f} ms, fast/ORT {f50 / o50:.2f}"
         print(line)
 
     if rt.has("crf"):
