@@ -10,8 +10,8 @@ and cuDNN prefer, the EfficientNet-Lite0 query branch at 256 px ran about 1.4x f
   ``nn.Conv2d`` subclass, e.g. EfficientNet-Lite's "SAME"-padding conv, is kept whole as a leaf); the input
   module is not changed. It must be in eval mode (folding uses the running statistics).
 - ``inference_copy(model) -> GuidedNet``: a deep copy in eval mode, encoder folded, parameters without grad,
-  channels-last. For inference only: train the original, then make a new copy (``weights_version`` tells
-  when the original's weights changed).
+  channels-last. For inference only: train the original, then make a new copy (``vision.torch_backend`` does
+  so when the original's tensors change in place).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from models.guided_net import GuidedNet
 
-__all__ = ["fold_batchnorm", "inference_copy", "weights_version"]
+__all__ = ["fold_batchnorm", "inference_copy"]
 
 
 class _ConvLeafTracer(fx.Tracer):
@@ -73,8 +73,3 @@ def inference_copy(model: GuidedNet) -> GuidedNet:
         p.requires_grad_(False)
     return fast.to(memory_format=torch.channels_last)
 
-
-def weights_version(model: nn.Module) -> tuple[tuple[int, int], ...]:
-    """Identity and in-place version counter of every parameter and buffer: changes when the weights change
-    (an optimiser step, ``load_state_dict``, moving to another device)."""
-    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))

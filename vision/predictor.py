@@ -76,6 +76,6 @@ class FewShotSegmenter(SegmentationPipeline):
     def set_model(self, model: GuidedNet) -> None:
         """Swap the network (e.g. for one adapted to the support by ``vision.adapt``); the support is cleared, so
         call ``set_support`` again (its guides come from the network)."""
-        self.backend.model = model.to(self.device).eval()
+        self.backend.model = model  # the backend puts it on its device in eval mode
         self.model = self.backend.model
         self._reset(("foreground",), None)

@@ -6,8 +6,10 @@ numpy in, numpy out (float32, batch 1): ``guide(image [1,3,s,s] RGB 0..1, mask [
 on the device) or "dense" (pydensecrf, ``vision.densecrf``), both for any L; None with crf "none".
 
 With ``fast`` (the default) ``guide`` and ``segment`` run an inference copy of the model (``models.fold_bn``:
-batch norm folded into the convolutions, channels-last memory), made on first use and made again whenever the
-model's weights change in place or ``model`` is set; the outputs equal the eager model's to float rounding.
+batch norm folded into the convolutions, channels-last memory), made on first use and made again whenever one
+of the model's parameters or buffers changes in place (an optimiser step, ``load_state_dict``: their version
+counters, read per call from a list kept since ``model`` was set, ~20 us) or ``model`` is set again (do so after
+replacing a submodule or parameter object); the outputs equal the eager model's to float rounding.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.fold_bn import inference_copy, weights_version
+from models.fold_bn import inference_copy
 from models.guided_net import GuidedNet
 from vision.densecrf import CRFParams, dense_crf
 
@@ -32,7 +34,7 @@ class TorchBackend:
                  crf_params: CRFParams | None = None, fast: bool = True) -> None:
         self.device = torch.device(device)
         self.fast = fast
-        self._copy: tuple[tuple[tuple[int, int], ...], GuidedNet] | None = None
+        self._copy: tuple[tuple[int, ...], GuidedNet] | None = None
         self.model = model
         self.crf_name, self.crf_params = crf, crf_params or CRFParams()
         self._meanfield = self.crf_params.meanfield().to(self.device).eval() if crf == "meanfield" else None
@@ -46,13 +48,14 @@ class TorchBackend:
     @model.setter
     def model(self, model: GuidedNet) -> None:
         self._model = model.to(self.device).eval()
+        self._tensors = [*self._model.parameters(), *self._model.buffers()]  # whose versions ``_net`` compares
         self._copy = None
 
     def _net(self) -> GuidedNet:
         """The network to run: the model itself, or its inference copy (made again if the weights changed)."""
         if not self.fast:
             return self._model
-        version = weights_version(self._model)
+        version = tuple(t._version for t in self._tensors)
         if self._copy is None or self._copy[0] != version:
             self._copy = (version, inference_copy(self._model))
         return self._copy[1]
