@@ -4,11 +4,12 @@ cue that explains its support (the blend where the fit does not beat it)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from models.colour_prior import ColourHistogram
-from models.cue_fusion import CueWeights, crossfit_colour, exg_relative, fit_logistic
+from models.cue_fusion import CueWeights, crossfit_colour, exg_near, exg_relative, fit_logistic, halo_radius
 from models.pipeline import SegmentationPipeline
 
 
@@ -133,6 +134,39 @@ def test_one_shot_adds_excess_green_only_where_it_explains_the_shot() -> None:
         seg.set_support([img], [one])
     np.testing.assert_array_equal(fit.predict(query)[0], blend.predict(query)[0])
     assert fit.fusion_report()["classes"]["foreground"]["one_shot_exg"] is False
+
+
+def _drawn_wide(mask: np.ndarray, radius: int) -> np.ndarray:
+    """The mask as a labeller draws it whose brush runs ``radius`` pixels outside the plant."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)
+
+
+def test_halo_follows_where_the_support_draws_the_edge() -> None:
+    """ExG + Otsu stops at the leaf's rim; a labeller whose masks run 2 px outside it is read from the support:
+    the halo radius is 2 (0 for exact masks), excess green within it matches such masks better, and with one
+    shot the pipeline marks the query as that labeller would."""
+    rng = np.random.default_rng(11)
+    img, mask = _scene(rng, (120, 100, 80))
+    query, truth = _scene(rng, (90, 90, 95), light=0.7)
+    e = exg_relative(img)
+    assert halo_radius([e], [mask])[0] == 0
+    wide = _drawn_wide(mask, 2)
+    r, iou = halo_radius([e], [wide])
+    assert r == 2 and iou > 0.9 and _iou(e > 0, wide) < iou - 0.1
+    assert (exg_near(e, 0) == e).all() and (exg_near(e, 2) >= e).all()
+    seg = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="fit")
+    seg.set_support([img], [wide])
+    pred = seg.predict(query)[1] > 0
+    assert seg.fusion_report()["classes"]["foreground"]["halo"] == 2
+    assert _iou(pred, _drawn_wide(truth, 2)) > 0.85 > _iou(pred, truth) + 0.05
+    shots = [_scene(rng, (120, 100, 80)) for _ in range(3)]  # three shots: the fit weighs excess green within it
+    for radius in (0, 2):
+        seg.set_support([i for i, _ in shots], [_drawn_wide(m, radius) for _, m in shots])
+        pred = seg.predict(query)[1] > 0
+        rep = seg.fusion_report()["classes"]["foreground"]
+        assert rep["halo"] == radius and rep["weights"] is not None
+        assert _iou(pred, _drawn_wide(truth, radius)) > 0.9
 
 
 def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
