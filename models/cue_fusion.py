@@ -35,13 +35,11 @@ vegetation and crop this lifts 1-shot IoU above excess green's, and on CWF-788 (
 fires; on the simulator, where a support of one species can look like "the green things" and the query holds
 other species, it costs some IoU (docs/segmentation.md).
 
-Where the annotator draws the edge: hand-made masks often run a pixel or two outside the green (a brush that
-covers the leaf's rim, its shadowed edge and thin stems), so ExG + Otsu, precise but short of the label, loses
-IoU at every edge. The support says how far out its labeller draws: ``halo_radius`` picks the radius r in
-``HALO_RADII`` (pixels at the frame's size) whose ``exg_near`` (the frame's exg_rel max-filtered over a disc
-of radius r: "green within r pixels") has the highest IoU on the support's masks. Like ExG itself it takes
-nothing from the shot but that choice of one of four radii, so the one-shot gate compares it with the network
-as before; the fit gets ``exg_near`` as a fifth feature (r = 0: exg_rel again, its weight shared by L2).
+Excess green as the support reads it (``models.exg_cue``): both uses above take, instead of exg_rel itself, the
+excess-green cue chosen on the support's masks (``choose_cue``: how many pixels outside the green the labeller
+draws, and, with two or more shots, whether the class is all the green, its thin plants or its broad ones), so
+the one-shot check compares that cue's IoU with the network's, and the fit gets its map as a fifth feature beside
+exg_rel.
 """
 
 from __future__ import annotations
@@ -52,14 +50,14 @@ import cv2
 import numpy as np
 
 from models.colour_prior import ColourHistogram, blend
+from models.exg_cue import ExgCue, choose_cue
 
-__all__ = ["FUSIONS", "DEFAULT_FUSION", "excess_green_rgb", "otsu_levels", "exg_relative", "exg_near",
-           "halo_radius", "cue_features", "fit_logistic", "crossfit_colour", "CueWeights"]
+__all__ = ["FUSIONS", "DEFAULT_FUSION", "excess_green_rgb", "otsu_levels", "exg_relative", "cue_features",
+           "fit_logistic", "crossfit_colour", "CueWeights"]
 
 FUSIONS = ("blend", "fit")
 DEFAULT_FUSION = "fit"
 EXG_GATE_MIN_IOU = 0.5  # one shot: the least IoU of ExG + Otsu on the shot for excess green to join the blend
-HALO_RADII = (0, 1, 2, 3)  # pixels: how far outside the green the support's labeller may draw (``halo_radius``)
 _EPS = 1e-4
 
 
@@ -91,30 +89,6 @@ def exg_relative(rgb: np.ndarray) -> np.ndarray:
     return ((e - (lo + (t + 0.5) / 255.0 * (hi - lo))) * 10).astype(np.float32)
 
 
-def exg_near(exg: np.ndarray, radius: int) -> np.ndarray:
-    """(H,W) float32 ``exg_relative`` max-filtered over a disc of ``radius`` pixels (> 0 where a plant pixel of
-    ExG + Otsu lies within ``radius``); radius 0 returns it unchanged."""
-    if radius <= 0:
-        return exg
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(np.asarray(exg, np.float32), disc)
-
-
-def halo_radius(exgs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[int, float]:
-    """The radius of ``HALO_RADII`` whose ``exg_near(exg, r) > 0`` has the highest IoU over all the support's
-    (H,W) exg_rel maps and (H,W) bool masks (pooled pixels; ties to the smaller radius) and that IoU."""
-    best = (0, -1.0)
-    for r in HALO_RADII:
-        inter = union = 0
-        for e, m in zip(exgs, masks, strict=True):
-            p, m = exg_near(e, r) > 0, np.asarray(m, bool)
-            inter, union = inter + int(np.count_nonzero(p & m)), union + int(np.count_nonzero(p | m))
-        iou = inter / union if union else 1.0
-        if iou > best[1]:
-            best = (r, iou)
-    return best
-
-
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """The logistic function of z, clipped to [-30, 30] (no overflow in exp)."""
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
@@ -126,13 +100,13 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def cue_features(net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray, exg: np.ndarray | None = None,
-                 halo: int = 0) -> np.ndarray:
-    """Per-pixel features (H*W, 5) float64 [logit net, logit colour, exg_rel, exg_near(halo), 1] of (H,W)
-    probabilities in [0,1] and their frame (H,W,3) uint8 RGB; exg: the frame's ``exg_relative`` where already
-    computed; halo: the radius of ``exg_near`` in pixels."""
+                 cue: ExgCue | None = None) -> np.ndarray:
+    """Per-pixel features (H*W, 5) float64 [logit net, logit colour, exg_rel, the excess-green cue's map, 1] of
+    (H,W) probabilities in [0,1] and their frame (H,W,3) uint8 RGB; exg: the frame's ``exg_relative`` where
+    already computed; cue: the support's ``models.exg_cue.ExgCue`` (default: exg_rel itself)."""
     e = exg_relative(rgb) if exg is None else exg
     return np.stack([_logit(net_fg).ravel(), _logit(colour_fg).ravel(), e.ravel().astype(np.float64),
-                     exg_near(e, halo).ravel().astype(np.float64), np.ones(net_fg.size)], 1)
+                     (cue or ExgCue()).map(e).ravel().astype(np.float64), np.ones(net_fg.size)], 1)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.01, iters: int = 25) -> np.ndarray:
@@ -187,15 +161,15 @@ class CueWeights:
         self.support_iou: tuple[float, float] = (float("nan"), float("nan"))  # (fit, blend)
         self.exg_gate = False  # one shot: the blend averaged with excess green (``gate_one_shot``)
         self.gate_iou: tuple[float, float] = (float("nan"), float("nan"))  # one shot: (excess green, network)
-        self.halo = 0  # pixels: the radius of ``exg_near`` chosen on the support (``halo_radius``)
+        self.exg_cue = ExgCue()  # the excess-green cue chosen on the support (``models.exg_cue.choose_cue``)
 
     def gate_one_shot(self, net_fg: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> CueWeights:
         """One shot of the class: (H,W) float32 network probability of the shot with its own guide, its (H,W,3)
-        uint8 RGB and (H,W) bool mask. Turns excess green (within the shot's ``halo_radius``) on where its IoU on
-        the shot is at least the network's and at least ``EXG_GATE_MIN_IOU`` (see the module doc)."""
+        uint8 RGB and (H,W) bool mask. Turns excess green (the cue chosen on the shot) on where its IoU on the shot
+        is at least the network's and at least ``EXG_GATE_MIN_IOU`` (see the module doc)."""
         m = np.asarray(mask, bool)
         self.weights = None
-        self.halo, exg_iou = halo_radius([exg_relative(rgb)], [m])
+        self.exg_cue, exg_iou = choose_cue([exg_relative(rgb)], [m], widths=False)  # one shot: the halo alone
         self.gate_iou = (exg_iou, _iou(np.asarray(net_fg) >= 0.5, m))
         self.exg_gate = bool(self.gate_iou[0] >= max(self.gate_iou[1], EXG_GATE_MIN_IOU))
         return self
@@ -203,8 +177,8 @@ class CueWeights:
     def fit(self, net_fgs: Sequence[np.ndarray], colour_fgs: Sequence[np.ndarray], images: Sequence[np.ndarray],
             masks: Sequence[np.ndarray], colour_prior: float) -> CueWeights:
         exgs = [exg_relative(i) for i in images]
-        self.halo = halo_radius(exgs, masks)[0]
-        x = np.concatenate([cue_features(n, c, i, e, self.halo)
+        self.exg_cue = choose_cue(exgs, masks)[0]
+        x = np.concatenate([cue_features(n, c, i, e, self.exg_cue)
                             for n, c, i, e in zip(net_fgs, colour_fgs, images, exgs, strict=True)])
         y = np.concatenate([np.asarray(m, bool).ravel() for m in masks])
         b = np.concatenate([blend(n, c, colour_prior).ravel() for n, c in zip(net_fgs, colour_fgs, strict=True)])
@@ -234,7 +208,7 @@ class CueWeights:
             mixed = blend(net_fg, colour_fg, colour_prior)
             if self.exg_gate:
                 e = exg_relative(rgb) if exg is None else exg
-                mixed = 0.5 * (mixed + _sigmoid(exg_near(e, self.halo)))
+                mixed = 0.5 * (mixed + _sigmoid(self.exg_cue.map(e)))
             return mixed.astype(np.float32)
-        z = cue_features(net_fg, colour_fg, rgb, exg, self.halo) @ self.weights
+        z = cue_features(net_fg, colour_fg, rgb, exg, self.exg_cue) @ self.weights
         return _sigmoid(z).reshape(net_fg.shape).astype(np.float32)

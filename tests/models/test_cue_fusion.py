@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from models.colour_prior import ColourHistogram
-from models.cue_fusion import CueWeights, crossfit_colour, exg_near, exg_relative, fit_logistic, halo_radius
+from models.cue_fusion import CueWeights, crossfit_colour, exg_relative, fit_logistic
+from models.exg_cue import choose_cue, exg_near
 from models.pipeline import SegmentationPipeline
 
 
@@ -150,22 +151,22 @@ def test_halo_follows_where_the_support_draws_the_edge() -> None:
     img, mask = _scene(rng, (120, 100, 80))
     query, truth = _scene(rng, (90, 90, 95), light=0.7)
     e = exg_relative(img)
-    assert halo_radius([e], [mask])[0] == 0
+    assert choose_cue([e], [mask])[0].halo == 0
     wide = _drawn_wide(mask, 2)
-    r, iou = halo_radius([e], [wide])
-    assert r == 2 and iou > 0.9 and _iou(e > 0, wide) < iou - 0.1
+    cue, iou = choose_cue([e], [wide])
+    assert cue.halo == 2 and cue.side == "all" and iou > 0.9 and _iou(e > 0, wide) < iou - 0.1
     assert (exg_near(e, 0) == e).all() and (exg_near(e, 2) >= e).all()
     seg = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="fit")
     seg.set_support([img], [wide])
     pred = seg.predict(query)[1] > 0
-    assert seg.fusion_report()["classes"]["foreground"]["halo"] == 2
+    assert seg.fusion_report()["classes"]["foreground"]["exg_cue"]["halo"] == 2
     assert _iou(pred, _drawn_wide(truth, 2)) > 0.85 > _iou(pred, truth) + 0.05
     shots = [_scene(rng, (120, 100, 80)) for _ in range(3)]  # three shots: the fit weighs excess green within it
     for radius in (0, 2):
         seg.set_support([i for i, _ in shots], [_drawn_wide(m, radius) for _, m in shots])
         pred = seg.predict(query)[1] > 0
         rep = seg.fusion_report()["classes"]["foreground"]
-        assert rep["halo"] == radius and rep["weights"] is not None
+        assert rep["exg_cue"]["halo"] == radius and rep["weights"] is not None
         assert _iou(pred, _drawn_wide(truth, radius)) > 0.9
 
 
@@ -210,3 +211,45 @@ def test_fit_fusion_with_two_classes_labels_each() -> None:
         assert _iou(labels == k, truth == k) > 0.8
     report = seg.fusion_report()["classes"]
     assert len(report) == 2 and all(c["support_iou_fit"] is not None for c in report.values())
+
+
+def _grass_and_crop(rng: np.random.Generator, light: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (96,96,3) uint8 field of two broad green plants (discs of radius 12-16) and three thin green blades
+    (lines 3 px wide) on noisy soil -> (image, crop mask, blade mask)."""
+    img = np.full((96, 96, 3), (120, 100, 80), np.float32)
+    crop = np.zeros((96, 96), np.uint8)
+    for cy, cx, r in zip(rng.integers(20, 76, 2), rng.integers(20, 76, 2), rng.integers(12, 17, 2), strict=True):
+        cv2.circle(crop, (int(cx), int(cy)), int(r), 1, -1)
+    blades = np.zeros_like(crop)
+    for _ in range(3):
+        x0, y0, x1, y1 = (int(v) for v in rng.integers(0, 96, 4))
+        cv2.line(blades, (x0, y0), (x1, y1), 1, 3)
+    blades &= 1 - crop
+    img[(crop | blades) > 0] = (60, 150, 50)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img * light, 0, 255).astype(np.uint8), crop > 0, blades > 0
+
+
+def test_exg_cue_tells_thin_plants_from_broad_ones_by_the_support() -> None:
+    """All plants are the same green: a support that marks the thin blades makes the cue "thin", one that marks
+    the broad plants "broad"; with two shots and a network that says nothing the fitted pipeline then segments
+    the same kind of plant in another frame, where all-green excess green would mark both. One shot reads the
+    halo alone (side "all")."""
+    rng = np.random.default_rng(3)
+    shots = [_grass_and_crop(rng) for _ in range(2)]
+    query, q_crop, q_blades = _grass_and_crop(rng, light=0.8)
+    images, exgs = [s[0] for s in shots], [exg_relative(s[0]) for s in shots]
+    seg = SegmentationPipeline(_ConstantNet(), "none", 32, (32,), 0.5, 0.5, False, fusion="fit")
+    for kind, truth, side in ((2, q_blades, "thin"), (1, q_crop, "broad")):
+        masks = [s[kind] for s in shots]
+        cue, iou = choose_cue(exgs, masks)
+        assert cue.side == side and iou > 0.8
+        assert choose_cue(exgs, masks, widths=False)[1] < iou - 0.1  # every green pixel: the other kind too
+        seg.set_support(images, masks)
+        pred = seg.predict(query)[1] > 0
+        rep = seg.fusion_report()["classes"]["foreground"]
+        assert rep["weights"] is not None and rep["exg_cue"]["side"] == side
+        assert _iou(pred, truth) > 0.75 > _iou(exg_relative(query) > 0, truth)
+        seg.set_support(images[:1], masks[:1])
+        seg.predict(query)
+        assert seg.fusion_report()["classes"]["foreground"]["exg_cue"]["side"] == "all"

@@ -87,7 +87,7 @@ def test_fusion_fit_records_the_weights_fitted_on_the_support(tmp_path: Path, we
     assert 0 <= fit["support_iou_blend"] <= 1 and 0 <= fit["support_iou_fit"] <= 1
     assert (fit["weights"] is None) == (fit["support_iou_fit"] < fit["support_iou_blend"])
     if fit["weights"] is not None:
-        assert set(fit["weights"]) == {"net", "colour", "exg", "exg_near", "bias"}
+        assert set(fit["weights"]) == {"net", "colour", "exg", "exg_cue", "bias"}
 
 
 def test_crf_gate_off_is_printed_and_recorded(tmp_path: Path, weights: Path, support: str,
