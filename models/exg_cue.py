@@ -65,11 +65,11 @@ def _broad(exg: np.ndarray, width: int) -> np.ndarray:
     return m > 0
 
 
-def _side(exg: np.ndarray, side: str, width: int) -> np.ndarray:
-    """exg_rel with the green pixels of the other side pushed to at most ``_OFF``."""
+def _side(exg: np.ndarray, side: str, broad: np.ndarray | None) -> np.ndarray:
+    """exg_rel with the green pixels of the other side pushed to at most ``_OFF``; broad: ``_broad(exg, width)``
+    (unused, and may be None, for side "all")."""
     if side == "all":
         return exg
-    broad = _broad(exg, width)
     keep = broad if side == "broad" else ~broad
     return np.where(keep, exg, np.minimum(exg, _OFF)).astype(np.float32)
 
@@ -86,11 +86,19 @@ class ExgCue:
     def map(self, exg: np.ndarray) -> np.ndarray:
         """(H,W) float32 of a frame's (H,W) float32 ``exg_relative``: > 0 where the cue marks the pixel (exg_rel
         units: 10 x excess green above the frame's Otsu threshold)."""
-        return exg_near(_side(exg, self.side, self.width), self.halo)
+        broad = None if self.side == "all" else _broad(exg, self.width)
+        return exg_near(_side(exg, self.side, broad), self.halo)
 
     def report(self) -> dict[str, object]:
         """For summary.json: {"halo", "side", "width"}."""
         return {"halo": self.halo, "side": self.side, "width": self.width}
+
+
+def _pooled_iou(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
+    """IoU of (H,W) bool predictions against (H,W) bool masks, intersections and unions summed over the shots."""
+    inter = sum(int(np.count_nonzero(p & m)) for p, m in zip(preds, masks, strict=True))
+    union = sum(int(np.count_nonzero(p | m)) for p, m in zip(preds, masks, strict=True))
+    return inter / union if union else 1.0
 
 
 def choose_cue(exgs: Sequence[np.ndarray], masks: Sequence[np.ndarray], widths: bool = True) -> tuple[ExgCue, float]:
@@ -98,16 +106,12 @@ def choose_cue(exgs: Sequence[np.ndarray], masks: Sequence[np.ndarray], widths: 
     (pixels pooled over the shots), and that IoU; ``widths=False``: side "all" only (the halo alone)."""
     masks = [np.asarray(m, bool) for m in masks]
     best, best_iou = ExgCue(), -1.0
-    shapes = [("all", 0)] + ([(s, w) for w in WIDTH_RADII for s in ("thin", "broad")] if widths else [])
-    for side, width in shapes:
-        sided = [_side(e, side, width) for e in exgs]
-        for halo in HALO_RADII:
-            inter = union = 0
-            for e, m in zip(sided, masks, strict=True):
-                p = exg_near(e, halo) > 0
-                inter += int(np.count_nonzero(p & m))
-                union += int(np.count_nonzero(p | m))
-            iou = inter / union if union else 1.0
-            if iou > best_iou:
-                best, best_iou = ExgCue(halo, side, width), iou
+    for width in (0, *(WIDTH_RADII if widths else ())):  # width 0: side "all"
+        broads = [_broad(e, width) if width else None for e in exgs]  # one opening per shot and width
+        for side in SIDES[1:] if width else SIDES[:1]:
+            sided = [_side(e, side, b) for e, b in zip(exgs, broads, strict=True)]
+            for halo in HALO_RADII:
+                iou = _pooled_iou([exg_near(e, halo) > 0 for e in sided], masks)
+                if iou > best_iou:
+                    best, best_iou = ExgCue(halo, side, width), iou
     return best, best_iou
