@@ -21,9 +21,13 @@ on both sides, the fit trusted the histogram far too much, and on the simulator'
 blend, see docs/segmentation.md.) The fit is L2-regularised (``lam``) Newton on at most ``max_pixels`` pixels
 drawn with a fixed seed (deterministic).
 
-The fitted weights are kept only if they do not lower the IoU on the support against the blend on the same
-cross-fitted features (as the CRF gate): a support of a few hundred pixels of a small weed can make a fit worse
-than the blend.
+The logistic's own boundary (probability 0.5) is where the likelihood is best, not the IoU: for a class that
+covers a few per cent of the frame (a weed among crop) it marks too little. The decision threshold is therefore
+moved to the one of ``SHIFTS`` (logit units) with the best IoU on the support's cross-fitted pixels (ties to the
+smallest move), folded into the bias, so that 0.5 stays the decision everywhere downstream (one scalar chosen on
+up to ``max_pixels`` pixels: little optimism). The fitted weights are kept only if they do not lower the IoU on
+the support against the blend on the same cross-fitted features (as the CRF gate): a support of a few hundred
+pixels of a small weed can make a fit worse than the blend.
 
 With one shot of a class nothing can be fitted, but excess green can still be checked: ExG + Otsu has no
 parameter taken from the shot (its threshold is the frame's own), so its IoU on the shot is an honest estimate
@@ -58,6 +62,8 @@ __all__ = ["FUSIONS", "DEFAULT_FUSION", "excess_green_rgb", "otsu_levels", "exg_
 FUSIONS = ("blend", "fit")
 DEFAULT_FUSION = "fit"
 EXG_GATE_MIN_IOU = 0.5  # one shot: the least IoU of ExG + Otsu on the shot for excess green to join the blend
+# logit moves of the fit's decision threshold tried on the support, smallest first
+SHIFTS = tuple(sorted((round(float(v), 2) for v in np.linspace(-2, 2, 21)), key=abs))
 _EPS = 1e-4
 
 
@@ -162,6 +168,7 @@ class CueWeights:
         self.exg_gate = False  # one shot: the blend averaged with excess green (``gate_one_shot``)
         self.gate_iou: tuple[float, float] = (float("nan"), float("nan"))  # one shot: (excess green, network)
         self.exg_cue = ExgCue()  # the excess-green cue chosen on the support (``models.exg_cue.choose_cue``)
+        self.shift = 0.0  # logit units the fit's threshold was moved by (folded into its bias: ``SHIFTS``)
 
     def gate_one_shot(self, net_fg: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> CueWeights:
         """One shot of the class: (H,W) float32 network probability of the shot with its own guide, its (H,W,3)
@@ -185,11 +192,16 @@ class CueWeights:
         if len(y) > self.max_pixels:
             idx = np.random.default_rng(self.seed).choice(len(y), self.max_pixels, replace=False)
             x, y, b = x[idx], y[idx], b[idx]
-        self.weights = None
+        self.weights, self.shift = None, 0.0
         if y.all() or not y.any():
             return self
         w = fit_logistic(x, y.astype(np.float64), self.lam)
-        self.support_iou = (_iou(x @ w >= 0, y), _iou(b >= 0.5, y))
+        z = x @ w
+        ious = [_iou(z >= t, y) for t in SHIFTS]
+        best = int(np.argmax(ious))  # the first best: the smallest move
+        self.shift = float(SHIFTS[best])
+        w[-1] -= self.shift  # the bias column: sigmoid(x @ w) >= 0.5 where z >= shift
+        self.support_iou = (ious[best], _iou(b >= 0.5, y))
         if self.support_iou[0] >= self.support_iou[1]:
             self.weights = w
         return self

@@ -18,7 +18,11 @@ say that it does not:
 pooled over the shots; ties to the earlier, "all" and smaller radii first). Nothing else is taken from the shots,
 so that IoU is a fair estimate of the cue's IoU elsewhere, optimistic for the choice: with one shot the pipeline
 chooses the halo alone (36 choices on one shot let a cauliflower's "broad" excess green pass the one-shot check on
-CWF-788 and cost 0.01 IoU there). Radii are pixels at the frame's size.
+CWF-788 and cost 0.01 IoU there).
+
+Radii are pixels of an image whose long side is at most ``REFERENCE_SIDE`` (512 px, the size ``eval-real`` scores
+at); on a larger image every radius grows in proportion (``pixels``): a labeller's brush and a grass blade are
+more pixels wide on a 1920-px camera, and the choice is made, and the cue applied, at each image's own scale.
 """
 
 from __future__ import annotations
@@ -29,12 +33,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["HALO_RADII", "WIDTH_RADII", "SIDES", "exg_near", "ExgCue", "choose_cue"]
+__all__ = ["HALO_RADII", "WIDTH_RADII", "SIDES", "REFERENCE_SIDE", "pixels", "exg_near", "ExgCue", "choose_cue"]
 
-HALO_RADII = (0, 1, 2, 3)  # pixels: how far outside the green the support's labeller may draw
-WIDTH_RADII = (4, 8, 12, 16)  # pixels: the disc radius that tells broad plants from thin ones
+HALO_RADII = (0, 1, 2, 3)  # pixels at REFERENCE_SIDE: how far outside the green the support's labeller may draw
+WIDTH_RADII = (4, 8, 12, 16)  # pixels at REFERENCE_SIDE: the disc radius that tells broad plants from thin ones
+REFERENCE_SIDE = 512  # long side (px) up to which radii are pixels; above it they grow in proportion
 SIDES = ("all", "thin", "broad")
 _OFF = -2.0  # exg_rel given to green pixels of the side not asked for (sigmoid(-2) = 0.12)
+
+
+def pixels(radius: int, shape: tuple[int, ...]) -> int:
+    """A radius of ``HALO_RADII`` / ``WIDTH_RADII`` in pixels of an image of (H, W, ...) ``shape``: unchanged up to
+    a long side of ``REFERENCE_SIDE``, scaled by long side / ``REFERENCE_SIDE`` (rounded) above it."""
+    return int(round(radius * max(1.0, max(shape[:2]) / REFERENCE_SIDE)))
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -77,7 +88,7 @@ def _side(exg: np.ndarray, side: str, broad: np.ndarray | None) -> np.ndarray:
 @dataclass(frozen=True)
 class ExgCue:
     """One excess-green cue: ``halo`` pixels outside the green, of the plants of ``side`` (all / thin / broad
-    at ``width`` pixels; width 0 with "all")."""
+    at ``width`` pixels; width 0 with "all"); radii at ``REFERENCE_SIDE`` (``pixels`` converts them)."""
 
     halo: int = 0
     side: str = "all"
@@ -86,11 +97,11 @@ class ExgCue:
     def map(self, exg: np.ndarray) -> np.ndarray:
         """(H,W) float32 of a frame's (H,W) float32 ``exg_relative``: > 0 where the cue marks the pixel (exg_rel
         units: 10 x excess green above the frame's Otsu threshold)."""
-        broad = None if self.side == "all" else _broad(exg, self.width)
-        return exg_near(_side(exg, self.side, broad), self.halo)
+        broad = None if self.side == "all" else _broad(exg, pixels(self.width, exg.shape))
+        return exg_near(_side(exg, self.side, broad), pixels(self.halo, exg.shape))
 
     def report(self) -> dict[str, object]:
-        """For summary.json: {"halo", "side", "width"}."""
+        """For summary.json: {"halo", "side", "width"} (radii at ``REFERENCE_SIDE``)."""
         return {"halo": self.halo, "side": self.side, "width": self.width}
 
 
@@ -103,15 +114,16 @@ def _pooled_iou(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> flo
 
 def choose_cue(exgs: Sequence[np.ndarray], masks: Sequence[np.ndarray], widths: bool = True) -> tuple[ExgCue, float]:
     """The ``ExgCue`` whose map > 0 has the highest IoU over the support's (H,W) exg_rel maps and (H,W) bool masks
-    (pixels pooled over the shots), and that IoU; ``widths=False``: side "all" only (the halo alone)."""
+    (pixels pooled over the shots, each map at its shot's own scale: ``pixels``), and that IoU; ``widths=False``:
+    side "all" only (the halo alone)."""
     masks = [np.asarray(m, bool) for m in masks]
     best, best_iou = ExgCue(), -1.0
     for width in (0, *(WIDTH_RADII if widths else ())):  # width 0: side "all"
-        broads = [_broad(e, width) if width else None for e in exgs]  # one opening per shot and width
+        broads = [_broad(e, pixels(width, e.shape)) if width else None for e in exgs]  # one opening per shot
         for side in SIDES[1:] if width else SIDES[:1]:
             sided = [_side(e, side, b) for e, b in zip(exgs, broads, strict=True)]
             for halo in HALO_RADII:
-                iou = _pooled_iou([exg_near(e, halo) > 0 for e in sided], masks)
+                iou = _pooled_iou([exg_near(e, pixels(halo, e.shape)) > 0 for e in sided], masks)
                 if iou > best_iou:
                     best, best_iou = ExgCue(halo, side, width), iou
     return best, best_iou

@@ -203,7 +203,10 @@ class SegmentationPipeline:
     def fusion_report(self) -> dict[str, object]:
         """What ``fused`` does, for summary.json: {"mode", "colour_prior", "classes": per class (fusion "fit",
         after the first frame) {"weights": {net, colour, exg, exg_cue, bias} or None (the blend kept), "exg_cue"
-        ({halo, side, width}: the excess-green cue chosen on the support, ``models.exg_cue``), "support_iou_fit",
+        ({halo, side, width}: the excess-green cue chosen on the support, ``models.exg_cue``, radii in pixels at
+        its ``REFERENCE_SIDE``; "used": whether the class's probability reads it, i.e. fitted weights or the
+        one-shot excess-green gate on), "threshold_shift" (logit units the fit's decision threshold was moved by to
+        its best IoU on the support; None without fitted weights), "support_iou_fit",
         "support_iou_blend" (None where no fit was tried: a class shown by one shot), "one_shot_exg" (one shot:
         excess green averaged in), "support_iou_exg", "support_iou_net" (its check; None with two or more shots)}}."""
         rep: dict[str, object] = {"mode": self.fusion, "colour_prior": self.colour_prior}
@@ -214,9 +217,10 @@ class SegmentationPipeline:
         if self.fusion == "fit" and self._cues is not None:
             rep["classes"] = {name: {"weights": None if c.weights is None else dict(zip(
                 ("net", "colour", "exg", "exg_cue", "bias"), (round(float(v), 4) for v in c.weights), strict=True)),
+                "threshold_shift": c.shift if c.weights is not None else None,
                 "support_iou_fit": num(c.support_iou[0]), "support_iou_blend": num(c.support_iou[1]),
-                "exg_cue": c.exg_cue.report(), "one_shot_exg": c.exg_gate, "support_iou_exg": num(c.gate_iou[0]),
-                "support_iou_net": num(c.gate_iou[1])}
+                "exg_cue": {**c.exg_cue.report(), "used": c.uses_exg}, "one_shot_exg": c.exg_gate,
+                "support_iou_exg": num(c.gate_iou[0]), "support_iou_net": num(c.gate_iou[1])}
                 for name, c in zip(self.classes, self._cues, strict=True)}
         return rep
 

@@ -10,7 +10,7 @@ import pytest
 
 from models.colour_prior import ColourHistogram
 from models.cue_fusion import CueWeights, crossfit_colour, exg_relative, fit_logistic
-from models.exg_cue import choose_cue, exg_near
+from models.exg_cue import ExgCue, choose_cue, exg_near, pixels
 from models.pipeline import SegmentationPipeline
 
 
@@ -118,7 +118,7 @@ def test_one_shot_adds_excess_green_only_where_it_explains_the_shot() -> None:
     assert _iou(p_fit >= 0.5, truth) > 0.9 > _iou(p_blend >= 0.5, truth) + 0.2
     rep = fit.fusion_report()["classes"]["foreground"]
     assert rep["one_shot_exg"] is True and rep["weights"] is None and rep["support_iou_fit"] is None
-    assert rep["support_iou_exg"] > 0.9 > rep["support_iou_net"]
+    assert rep["support_iou_exg"] > 0.9 > rep["support_iou_net"] and rep["exg_cue"]["used"] is True
     cue = fit._cues[0]
     assert cue.uses_exg
     net_q, col_q = np.full(truth.shape, 0.4, np.float32), np.full(truth.shape, 0.6, np.float32)
@@ -134,7 +134,8 @@ def test_one_shot_adds_excess_green_only_where_it_explains_the_shot() -> None:
     for seg in (fit, blend):
         seg.set_support([img], [one])
     np.testing.assert_array_equal(fit.predict(query)[0], blend.predict(query)[0])
-    assert fit.fusion_report()["classes"]["foreground"]["one_shot_exg"] is False
+    rep = fit.fusion_report()["classes"]["foreground"]
+    assert rep["one_shot_exg"] is False and rep["exg_cue"]["used"] is False  # chosen, but nothing reads it
 
 
 def _drawn_wide(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -166,8 +167,27 @@ def test_halo_follows_where_the_support_draws_the_edge() -> None:
         seg.set_support([i for i, _ in shots], [_drawn_wide(m, radius) for _, m in shots])
         pred = seg.predict(query)[1] > 0
         rep = seg.fusion_report()["classes"]["foreground"]
-        assert rep["exg_cue"]["halo"] == radius and rep["weights"] is not None
+        assert rep["exg_cue"]["halo"] == radius and rep["weights"] is not None and rep["exg_cue"]["used"] is True
         assert _iou(pred, _drawn_wide(truth, radius)) > 0.9
+
+
+def test_cue_radii_grow_with_the_camera_resolution() -> None:
+    """Radii are pixels up to a 512-px long side and grow in proportion above it: the same field at 1024 px with
+    a labeller whose masks run 4 px outside the green is read as halo 2 (4 px there), which no unscaled radius
+    (at most 3 px) matches as well; at 512 px and below nothing changes."""
+    assert [pixels(r, (384, 512)) for r in (0, 1, 3, 16)] == [0, 1, 3, 16]
+    assert [pixels(r, (720, 960, 3)) for r in (1, 2, 3, 16)] == [2, 4, 6, 30]
+    rng = np.random.default_rng(11)
+    small, mask_small = _scene(rng, (120, 100, 80))
+    img = cv2.resize(small, (1024, 1024), interpolation=cv2.INTER_NEAREST)
+    mask = cv2.resize(mask_small.astype(np.uint8), (1024, 1024), interpolation=cv2.INTER_NEAREST) > 0
+    wide = _drawn_wide(mask, 4)
+    e = exg_relative(img)
+    cue, iou = choose_cue([e], [wide], widths=False)
+    assert cue == ExgCue(halo=2) and iou > 0.98
+    np.testing.assert_array_equal(cue.map(e), exg_near(e, 4))
+    assert _iou(exg_near(e, 3) > 0, wide) < iou - 0.01
+    assert choose_cue([exg_relative(small)], [_drawn_wide(mask_small, 2)], widths=False)[0] == ExgCue(halo=2)
 
 
 def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
@@ -182,6 +202,32 @@ def test_fit_falls_back_to_the_blend_where_it_does_not_beat_it() -> None:
     assert CueWeights().fit([net], [net], [img], [np.zeros_like(mask)], 0.5).weights is None  # no foreground
     out = CueWeights().apply(net, np.zeros_like(net), img, 0.25)  # no weights: the blend
     np.testing.assert_allclose(out, 0.75 * net)
+
+
+def _rare_class(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shot of a rare class (about 5% of a 64x64 frame of plain soil) and a noisy network that sees it:
+    (rgb (64,64,3) uint8, mask (64,64) bool, network probability (64,64) float32)."""
+    mask = np.zeros((64, 64), bool)
+    for cy, cx in rng.integers(4, 60, (6, 2)):
+        mask[cy - 2:cy + 2, cx - 2:cx + 2] = True
+    img = np.clip(rng.normal(110, 4, (64, 64, 3)), 0, 255).astype(np.uint8)
+    net = 1 / (1 + np.exp(-(np.where(mask, 1.0, -1.0) * 1.5 + rng.normal(0, 1.5, mask.shape))))
+    return img, mask, net.astype(np.float32)
+
+
+def test_fit_moves_its_threshold_to_the_best_iou_on_the_support() -> None:
+    """A rare class and a noisy network: the logistic's own boundary (0.5) marks too little of it; the threshold
+    moved to the best IoU on the support (into the bias) marks more, and segments another frame better."""
+    rng = np.random.default_rng(5)
+    shots = [_rare_class(rng) for _ in range(4)]
+    flat = [np.full((64, 64), 0.5, np.float32)] * 4  # the colour says nothing
+    cue = CueWeights().fit([n for *_, n in shots], flat, [i for i, _, _ in shots], [m for _, m, _ in shots], 0.5)
+    assert cue.weights is not None and cue.shift < 0
+    img, truth, net = _rare_class(rng)
+    moved = cue.apply(net, flat[0], img, 0.5) >= 0.5
+    cue.weights = cue.weights + np.eye(len(cue.weights))[-1] * cue.shift  # the boundary the logistic drew
+    own = cue.apply(net, flat[0], img, 0.5) >= 0.5
+    assert moved.sum() > own.sum() and _iou(moved, truth) > _iou(own, truth) + 0.05
 
 
 def test_unknown_fusion_is_refused() -> None:
