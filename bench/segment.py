@@ -11,7 +11,8 @@
    ``predict``; with ``--fusion fit``, the default, this includes fitting the cue weights), 1 and 5 shots; and
    the guide reused without the colour prior (``colour_prior=0``), with the other ``--fusion``, and with the
    network run eagerly (``TorchBackend(fast=False)``: batch norm not folded, NCHW memory) beside the default
-   inference copy (``models.fold_bn``), with their ratio.
+   inference copy (``models.fold_bn``), with their ratio, and the inference copy with its "SAME" convolutions
+   kept as ``F.pad`` + convolution (``inference_copy(symmetric_pad=False)``), with its ratio to the default.
    Target: <= 30 ms per frame with the guide reused. Beside it, the guide reused with ``--scales 1 --scales 2``
    (the network at 256 and 512, ``models.scales``; no target). Also the CRF gate's one-off check per support set
    (``models.crf_gate``: the pipeline with and without the mean-field CRF on each support image).
@@ -41,6 +42,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from models.fold_bn import inference_copy  # noqa: E402
 from models.guided_net import GuidedNet, load_guided_net  # noqa: E402
 from vision.densecrf import CRFParams, dense_crf  # noqa: E402
 from vision.predictor import FewShotSegmenter  # noqa: E402
@@ -82,12 +84,15 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
     alt = FewShotSegmenter(model, crf="none", imgsz=256, fusion=other)
     eager = FewShotSegmenter(model, crf="none", imgsz=256)
     eager.backend.fast = False  # the model itself, not its folded channels-last copy
+    padded = FewShotSegmenter(model, crf="none", imgsz=256)
+    padded_copy = inference_copy(padded.model, symmetric_pad=False)  # the copy with F.pad before its convolutions
+    padded.backend._net = lambda: padded_copy  # type: ignore[method-assign]
     print(f"\n1) predict at 256x256 without the CRF, colour prior {seg.colour_prior}, --fusion {seg.fusion} (the "
           f"defaults), torch threads={torch.get_num_threads()} (ms per frame, best of {rounds} rounds of {frames} "
           "frames)")
     print(f"{'shots':>5} {'guide reused':>13} {'recomputed':>11} {'ratio':>6} {'reused, network alone':>22} "
           f"{'reused, --scales 1 2':>21} {'reused, --fusion ' + other:>22} {'reused, eager net':>18} "
-          f"{'eager/fast':>10}")
+          f"{'eager/fast':>10} {'reused, F.pad copy':>19} {'F.pad/fast':>10}")
     for k in (1, 5):
         sup_i, sup_m = [img] * k, [mask] * k
         seg.set_support(sup_i, sup_m)
@@ -95,13 +100,15 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
         multi.set_support(sup_i, sup_m)
         alt.set_support(sup_i, sup_m)
         eager.set_support(sup_i, sup_m)
+        padded.set_support(sup_i, sup_m)
         for _ in range(3):
             eager.predict(query)
+            padded.predict(query)
             seg.predict(query)
             alone.predict(query)
             multi.predict(query)
             alt.predict(query)
-        reused, recomputed, net, scales, other_t, eager_t = (float("inf"),) * 6
+        reused, recomputed, net, scales, other_t, eager_t, pad_t = (float("inf"),) * 7
         for _ in range(rounds):  # interleaved
             t = time.perf_counter()
             for _ in range(frames):
@@ -128,8 +135,13 @@ def bench_predict(model: GuidedNet, frames: int, rounds: int) -> None:
             for _ in range(frames):
                 eager.predict(query)
             eager_t = min(eager_t, (time.perf_counter() - t) / frames)
+            t = time.perf_counter()
+            for _ in range(frames):
+                padded.predict(query)
+            pad_t = min(pad_t, (time.perf_counter() - t) / frames)
         print(f"{k:>5} {1000 * reused:13.1f} {1000 * recomputed:11.1f} {recomputed / reused:6.2f} {1000 * net:22.1f} "
-              f"{1000 * scales:21.1f} {1000 * other_t:22.1f} {1000 * eager_t:18.1f} {eager_t / reused:10.2f}")
+              f"{1000 * scales:21.1f} {1000 * other_t:22.1f} {1000 * eager_t:18.1f} {eager_t / reused:10.2f} "
+              f"{1000 * pad_t:19.1f} {pad_t / reused:10.2f}")
         if k == 1:
             print(f"      target <= 30 ms per frame with the guide reused: {'met' if reused <= 0.030 else 'NOT met'}")
     gated = FewShotSegmenter(model, crf="meanfield", imgsz=256)

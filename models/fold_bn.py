@@ -9,9 +9,11 @@ and cuDNN prefer, the EfficientNet-Lite0 query branch at 256 px ran about 1.4x f
 - ``fold_batchnorm(encoder) -> torch.fx.GraphModule``: a traced copy with every conv -> BN pair folded (any
   ``nn.Conv2d`` subclass, e.g. EfficientNet-Lite's "SAME"-padding conv, is kept whole as a leaf); the input
   module is not changed. It must be in eval mode (folding uses the running statistics).
-- ``inference_copy(model) -> GuidedNet``: a deep copy in eval mode, encoder folded, parameters without grad,
-  channels-last. For inference only: train the original, then make a new copy (``vision.torch_backend`` does
-  so when the original's tensors change in place).
+- ``inference_copy(model) -> GuidedNet``: a deep copy in eval mode, encoder folded, EfficientNet-Lite's "SAME"
+  convolutions made single convolutions with symmetric padding (``SymmetricPadConv``: no padded copy of each
+  input), parameters without grad, channels-last. For
+  inference only: train the original, then make a new copy (``vision.torch_backend`` does so when the original's
+  tensors change in place).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from models.efficientnet_lite import SamePadConv, SymmetricPadConv
 from models.guided_net import GuidedNet
 
 __all__ = ["fold_batchnorm", "inference_copy"]
@@ -65,10 +68,15 @@ def fold_batchnorm(encoder: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(root, graph)
 
 
-def inference_copy(model: GuidedNet) -> GuidedNet:
-    """A copy of ``model`` for inference: eval mode, encoder BN folded, no grad, channels-last memory format."""
+def inference_copy(model: GuidedNet, symmetric_pad: bool = True) -> GuidedNet:
+    """A copy of ``model`` for inference: eval mode, encoder BN folded, "SAME" padding inside its convolutions
+    (``symmetric_pad=False``: kept as ``F.pad`` + convolution, for ``bench/segment.py``'s comparison), no grad,
+    channels-last memory format."""
     fast = copy.deepcopy(model).eval()
     fast.encoder = fold_batchnorm(fast.encoder)
+    for name, m in list(fast.encoder.named_modules()) if symmetric_pad else ():
+        if isinstance(m, SamePadConv):
+            _set_module(fast.encoder, name, SymmetricPadConv(m))
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast.to(memory_format=torch.channels_last)

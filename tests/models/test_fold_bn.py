@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from models.efficientnet_lite import SamePadConv, SymmetricPadConv
 from models.fold_bn import fold_batchnorm, inference_copy
 from models.guided_net import GuidedNet, GuidedNetConfig
 from vision.torch_backend import TorchBackend
@@ -41,6 +42,23 @@ def test_inference_copy_matches_eager_and_folds_every_bn(backbone):
         want = net.segment(q, guide)
         got = fast.segment(q.contiguous(memory_format=torch.channels_last), guide)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("side", [64, 50, 37])
+def test_symmetric_padding_equals_same_padding_at_any_side(side):
+    """The inference copy's EfficientNet convolutions pad inside the convolution (no F.pad) and crop: the same
+    feature maps as the eager "SAME" convolutions at even and odd input sides."""
+    net = _net("efficientnet_lite0")
+    fast = inference_copy(net)
+    assert any(isinstance(m, SamePadConv) for m in net.encoder.modules())
+    assert not any(isinstance(m, SamePadConv) for m in fast.encoder.modules())
+    assert any(isinstance(m, SymmetricPadConv) and m.crop for m in fast.encoder.modules())  # the stride-2 ones
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(side))
+    with torch.inference_mode():
+        want, got = net.features(x), fast.features(x.contiguous(memory_format=torch.channels_last))
+    assert [w.shape for w in want] == [g.shape for g in got]
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_fold_batchnorm_refuses_training_mode():
