@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.colour_prior import ColourHistogram
-from models.cue_fusion import CueWeights, crossfit_colour, exg_relative, fit_logistic
+from models.cue_fusion import CueWeights, crossfit_colour, cue_features, exg_relative, fit_logistic
 from models.exg_cue import ExgCue, choose_cue, exg_near, pixels
 from models.pipeline import SegmentationPipeline
 
@@ -224,6 +224,9 @@ def test_fit_moves_its_threshold_to_the_best_iou_on_the_support() -> None:
     cue = CueWeights().fit([n for *_, n in shots], flat, [i for i, _, _ in shots], [m for _, m, _ in shots], 0.5)
     assert cue.weights is not None and cue.shift < 0
     img, truth, net = _rare_class(rng)
+    z = cue_features(net, flat[0], img, cue=cue.exg_cue) @ cue.weights  # float64 features: the fit's own view
+    np.testing.assert_allclose(cue.apply(net, flat[0], img, 0.5), (1 / (1 + np.exp(-z))).reshape(net.shape),
+                               atol=1e-5)  # apply sums them in float32 per pixel
     moved = cue.apply(net, flat[0], img, 0.5) >= 0.5
     cue.weights = cue.weights + np.eye(len(cue.weights))[-1] * cue.shift  # the boundary the logistic drew
     own = cue.apply(net, flat[0], img, 0.5) >= 0.5
