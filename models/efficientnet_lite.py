@@ -75,17 +75,18 @@ class SamePadConv(nn.Conv2d):
 class SymmetricPadConv(nn.Conv2d):
     """``SamePadConv``'s function as one convolution with symmetric zero padding (for an inference copy:
     ``models.fold_bn``): no ``F.pad`` copy of each input (``bench/segment.py``'s "F.pad/fast" column gives the
-    ratio). With "SAME"'s b pixels before and a after, it pads P = b + stride * m on
-    every side (m: the fewest strides with P >= a), so its windows start where "SAME"'s do, m outputs earlier; the
-    output is cropped by m at the start and to "SAME"'s length at the end. Equal to ``SamePadConv`` at any input
-    side (to float rounding)."""
+    ratio). With "SAME"'s b pixels before and a after, it pads P = b + stride * m on every side (m: the fewest
+    strides with P >= a), so its windows start where "SAME"'s do, m outputs earlier; the output is cropped by m at
+    the start and to "SAME"'s length at the end. Equal to ``SamePadConv`` at any input side (to float rounding).
+    Shares ``same``'s weight and bias tensors."""
 
     def __init__(self, same: SamePadConv) -> None:
         (k, _), (s, _) = same.kernel_size, same.stride
         before, after = same.pads[0], same.pads[1]
-        self.crop = -(-(after - before) // s) if after > before else 0
-        super().__init__(same.in_channels, same.out_channels, k, s, padding=before + s * self.crop,
+        crop = -(-(after - before) // s) if after > before else 0
+        super().__init__(same.in_channels, same.out_channels, k, s, padding=before + s * crop,
                          groups=same.groups, bias=same.bias is not None)
+        self.crop = crop  # outputs dropped at the start of each axis
         self.weight, self.bias = same.weight, same.bias
         self.same_pad = before + after  # "SAME"'s total padding per axis
 

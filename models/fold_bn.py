@@ -11,9 +11,8 @@ and cuDNN prefer, the EfficientNet-Lite0 query branch at 256 px ran about 1.4x f
   module is not changed. It must be in eval mode (folding uses the running statistics).
 - ``inference_copy(model) -> GuidedNet``: a deep copy in eval mode, encoder folded, EfficientNet-Lite's "SAME"
   convolutions made single convolutions with symmetric padding (``SymmetricPadConv``: no padded copy of each
-  input), parameters without grad, channels-last. For
-  inference only: train the original, then make a new copy (``vision.torch_backend`` does so when the original's
-  tensors change in place).
+  input), parameters without grad, channels-last. For inference only: train the original, then make a new copy
+  (``vision.torch_backend`` does so when the original's tensors change in place).
 """
 
 from __future__ import annotations
