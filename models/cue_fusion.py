@@ -107,14 +107,22 @@ def _logit(p: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _columns(net_fg: np.ndarray, colour_fg: np.ndarray, exg: np.ndarray, cue: ExgCue,
+             dtype: type) -> list[np.ndarray]:
+    """The features but the bias, each (H,W) of ``dtype``, in the weights' order: [logit net, logit colour,
+    exg_rel, the excess-green cue's map]."""
+    return [_logit(net_fg, dtype), _logit(colour_fg, dtype), exg.astype(dtype, copy=False),
+            cue.map(exg).astype(dtype, copy=False)]
+
+
 def cue_features(net_fg: np.ndarray, colour_fg: np.ndarray, rgb: np.ndarray, exg: np.ndarray | None = None,
                  cue: ExgCue | None = None) -> np.ndarray:
     """Per-pixel features (H*W, 5) float64 [logit net, logit colour, exg_rel, the excess-green cue's map, 1] of
     (H,W) probabilities in [0,1] and their frame (H,W,3) uint8 RGB; exg: the frame's ``exg_relative`` where
     already computed; cue: the support's ``models.exg_cue.ExgCue`` (default: exg_rel itself)."""
     e = exg_relative(rgb) if exg is None else exg
-    return np.stack([_logit(net_fg).ravel(), _logit(colour_fg).ravel(), e.ravel().astype(np.float64),
-                     (cue or ExgCue()).map(e).ravel().astype(np.float64), np.ones(net_fg.size)], 1)
+    cols = _columns(net_fg, colour_fg, e, cue or ExgCue(), np.float64)
+    return np.stack([c.ravel() for c in cols] + [np.ones(net_fg.size)], 1)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, lam: float = 0.01, iters: int = 25) -> np.ndarray:
@@ -218,17 +226,15 @@ class CueWeights:
         """(H,W) float32 class probability: the fitted logistic, or the blend without fitted weights. Threshold
         0.5 of the logistic is the fit's decision boundary. exg: ``exg_relative(rgb)`` where the caller has it
         (one per frame for all K classes)."""
-        if self.weights is None:
-            mixed = blend(net_fg, colour_fg, colour_prior)
-            if self.exg_gate:
-                e = exg_relative(rgb) if exg is None else exg
-                mixed = 0.5 * (mixed + _sigmoid(self.exg_cue.map(e)))
-            return mixed.astype(np.float32)
+        if self.weights is None and not self.exg_gate:
+            return blend(net_fg, colour_fg, colour_prior).astype(np.float32)
         e = exg_relative(rgb) if exg is None else exg
-        w = self.weights.astype(np.float32)  # the columns of ``cue_features``, summed in float32 per pixel
-        z = w[0] * _logit(net_fg, np.float32)
-        z += w[1] * _logit(colour_fg, np.float32)
-        z += w[2] * e
-        z += w[3] * self.exg_cue.map(e)
-        z += w[4]
+        if self.weights is None:  # one shot, excess green on
+            return (0.5 * (blend(net_fg, colour_fg, colour_prior) + _sigmoid(self.exg_cue.map(e)))).astype(np.float32)
+        w = self.weights.astype(np.float32)  # ``cue_features``' columns summed in float32 per pixel (no stacking)
+        cols = _columns(net_fg, colour_fg, e, self.exg_cue, np.float32)
+        z = w[0] * cols[0]
+        for wi, col in zip(w[1:-1], cols[1:], strict=True):
+            z += wi * col
+        z += w[-1]
         return _sigmoid(z).astype(np.float32)

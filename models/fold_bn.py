@@ -73,9 +73,10 @@ def inference_copy(model: GuidedNet, symmetric_pad: bool = True) -> GuidedNet:
     channels-last memory format."""
     fast = copy.deepcopy(model).eval()
     fast.encoder = fold_batchnorm(fast.encoder)
-    for name, m in list(fast.encoder.named_modules()) if symmetric_pad else ():
-        if isinstance(m, SamePadConv):
-            _set_module(fast.encoder, name, SymmetricPadConv(m))
+    if symmetric_pad:
+        for name, m in list(fast.encoder.named_modules()):
+            if isinstance(m, SamePadConv):
+                _set_module(fast.encoder, name, SymmetricPadConv(m))
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast.to(memory_format=torch.channels_last)
