@@ -302,3 +302,25 @@ def test_exg_cue_tells_thin_plants_from_broad_ones_by_the_support() -> None:
         seg.set_support(images[:1], masks[:1])
         seg.predict(query)
         assert seg.fusion_report()["classes"]["foreground"]["exg_cue"]["side"] == "all"
+
+
+def test_float32_logit_and_sigmoid_equal_float64_and_leave_their_input() -> None:
+    """The per-frame float32 logit and logistic (OpenCV's log and exp, in place on their own copy) give the float64
+    values, at the clipped ends too, and do not touch the array they are given."""
+    from models.cue_fusion import _logit, _sigmoid
+
+    rng = np.random.default_rng(0)
+    p = rng.random((50, 60), dtype=np.float32)
+    p[0, :4] = [0.0, 1.0, 1e-6, 1 - 1e-6]
+    p0 = p.copy()
+    q = np.clip(p, 1e-4, 1 - 1e-4)
+    np.testing.assert_allclose(_logit(p, np.float32), np.log(q / (1 - q)), atol=2e-6)  # numpy in float32
+    np.testing.assert_allclose(_logit(p, np.float32), _logit(p, np.float64), rtol=1e-4, atol=1e-5)
+    z = rng.normal(0, 8, (50, 60)).astype(np.float32)
+    z[0, :4] = [-1e4, 1e4, -30.0, 30.0]
+    z0 = z.copy()
+    fast = _sigmoid(z)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, _sigmoid(z.astype(np.float64)), atol=1e-7)
+    np.testing.assert_array_equal(p, p0)
+    np.testing.assert_array_equal(z, z0)

@@ -76,3 +76,26 @@ def test_colour_histogram_shot_by_shot_equals_all_at_once():
     net = np.full(q.shape[:2], 0.2, np.float32)
     np.testing.assert_allclose(blend(net, whole.prob(q), 0.5), 0.1 + 0.5 * whole.prob(q), atol=1e-6)
     np.testing.assert_array_equal(blend(net, whole.prob(q), 0.0), net)
+
+
+def test_colour_histogram_looks_up_every_pixels_own_bin():
+    """The lookup-table bins and the remap lookup give what integer HSV binning and indexing give, at the hue's and
+    value's extremes too; the codes of a frame computed once serve every histogram of the same bins."""
+    import cv2
+
+    from models.colour_prior import ColourHistogram
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    img[0, :4] = [[255, 0, 0], [255, 255, 255], [0, 0, 0], [255, 0, 1]]  # hue 0 / 179, value 255 / 0
+    mask = rng.random((70, 90)) < 0.3
+    for bins in ((30, 16, 8), (180, 256, 1)):  # the default; the largest hue and saturation counts
+        hist = ColourHistogram(bins=bins, smooth=0.0).fit([img], [mask])
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.int64)
+        bh, bs, bv = bins
+        code = ((np.minimum(hsv[..., 0] * bh // 180, bh - 1) * bs + np.minimum(hsv[..., 1] * bs // 256, bs - 1))
+                * bv + np.minimum(hsv[..., 2] * bv // 256, bv - 1))
+        np.testing.assert_array_equal(hist.codes(img), code.astype(np.float32))
+        np.testing.assert_array_equal(hist.fg_counts, np.bincount(code[mask], minlength=bh * bs * bv))
+        np.testing.assert_array_equal(hist.prob(img), hist.posterior[code])
+        np.testing.assert_array_equal(hist.prob(img, hist.codes(img)), hist.prob(img))
