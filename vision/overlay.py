@@ -12,14 +12,25 @@ __all__ = ["overlay"]
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = PALETTE[0],
             labels: bool = False) -> np.ndarray:
-    """(H,W,3) uint8 RGB with the mask tinted in ``color`` and outlined; returns RGB uint8. ``labels``: the mask
-    holds labels 0..K, class k tinted in ``models.labels.PALETTE[k-1]`` (0/255 masks: one colour)."""
+    """(H,W,3) uint8 RGB with the mask tinted in ``color`` (0.55 frame + 0.45 colour, rounded) and outlined;
+    returns RGB uint8. ``labels``: the mask holds labels 0..K, class k tinted in ``models.labels.PALETTE[k-1]``
+    (0/255 masks: one colour). The tint is one ``cv2.transform`` over the class's bounding box and a masked
+    copy (a 1080p frame: a few ms, where a float64 blend of the masked pixels took tens)."""
     out = rgb.copy()
-    classes = [int(k) for k in np.unique(mask) if k] if labels else [1]
+    m = np.asarray(mask)
+    if labels:
+        present = np.bincount(m.ravel().astype(np.intp, copy=False))  # which labels occur (no sort, unlike unique)
+        classes = [int(k) for k in np.flatnonzero(present) if k]
+    else:
+        classes = [1]
     for k in classes:
         c = PALETTE[(k - 1) % len(PALETTE)] if labels else color
-        fg = mask == k if labels else mask > 0
-        out[fg] = (0.55 * out[fg] + 0.45 * np.asarray(c)).astype(np.uint8)
-        contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        fg = ((m == k) if labels else (m > 0)).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(fg)
+        if w and h:
+            tint = np.hstack([np.eye(3) * 0.55, 0.45 * np.asarray(c, np.float64).reshape(3, 1)])  # 3x4 affine
+            box = (slice(y, y + h), slice(x, x + w))
+            cv2.copyTo(cv2.transform(rgb[box], tint), fg[box], out[box])  # into out's box, in place
+        contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, c, 1)
     return out
