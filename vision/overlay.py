@@ -16,7 +16,7 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = PAL
     returns RGB uint8. ``labels``: the mask holds labels 0..K, class k tinted in ``models.labels.PALETTE[k-1]``
     (0/255 masks: one colour). The tint is one ``cv2.transform`` over the class's bounding box and a masked
     copy (a 1080p frame: a few ms, where a float64 blend of the masked pixels took tens)."""
-    out = rgb.copy()
+    out = np.array(rgb, np.uint8, order="C")  # a contiguous copy, whatever the frame's strides
     m = np.asarray(mask)
     if labels:
         present = np.bincount(m.ravel().astype(np.intp, copy=False))  # which labels occur (no sort, unlike unique)
@@ -30,7 +30,7 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = PAL
         if w and h:
             tint = np.hstack([np.eye(3) * 0.55, 0.45 * np.asarray(c, np.float64).reshape(3, 1)])  # 3x4 affine
             box = (slice(y, y + h), slice(x, x + w))
-            cv2.copyTo(cv2.transform(rgb[box], tint), fg[box], out[box])  # into out's box, in place
+            cv2.copyTo(cv2.transform(out[box], tint), fg[box], out[box])  # into out's box, in place
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, c, 1)
     return out
